@@ -1,0 +1,1 @@
+"""Alert notifications and where they go: console, JSON Lines, robots."""

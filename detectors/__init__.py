@@ -1,0 +1,1 @@
+"""Health metrics, streaming anomaly detection and per-order risk scoring."""

@@ -1,0 +1,206 @@
+"""The small protocol every detector follows, and the pieces they share.
+
+In the spirit of River's `learn_one`: a detector is a plain class fed one event at a time.
+Time is event time only. `advance(now)` tells a detector that event time has reached
+`now` (the watermark), so it can fire the timeouts that fell due; nothing reads the wall
+clock, so replaying a week gives the same alerts as living through it.
+
+Two kinds:
+- order detectors see every event of the orders of their shard, with the order's tracked
+  state (`OrderState`, kept by the `OrderBook`), and forget an order when it leaves memory;
+- aggregate detectors see the events routed to them by `keys(event)`: a gateway, a lock
+  family, a user; they hold per-key state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from orderwatch.events import Event
+
+if TYPE_CHECKING:
+    from orderwatch.detectors.order_book import OrderState
+
+FIRING = "firing"
+RESOLVED = "resolved"
+
+
+@dataclass(slots=True)
+class Alert:
+    """One alert notification: a firing or a resolved transition. Times are event time."""
+
+    alert: str
+    status: str
+    severity: str
+    labels: dict[str, str]
+    starts_at: float
+    ends_at: float | None
+    value: float
+    summary: str
+    fingerprint: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            self.fingerprint = fingerprint(self.alert, self.labels)
+
+
+def fingerprint(alert: str, labels: Mapping[str, str]) -> str:
+    text = alert + "".join(f"\x00{k}\x01{labels[k]}" for k in sorted(labels))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+class OrderDetector(Protocol):
+    def learn_one(self, event: Event, order: OrderState) -> Iterable[Alert]: ...
+
+    def advance(self, now: float, orders: Mapping[str, OrderState]) -> Iterable[Alert]: ...
+
+    def forget(self, order_no: str) -> None: ...
+
+
+class AggregateDetector(Protocol):
+    def keys(self, event: Event) -> tuple[str, ...]: ...
+
+    def learn_one(self, event: Event, key: str) -> Iterable[Alert]: ...
+
+    def advance(self, now: float) -> Iterable[Alert]: ...
+
+
+class Deadlines:
+    """Event-time timers: schedule a key at a time; `due(now)` yields keys whose time passed.
+
+    Rescheduling a key replaces its previous time (old heap entries are skipped lazily).
+    """
+
+    __slots__ = ("_at", "_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Hashable]] = []
+        self._at: dict[Hashable, float] = {}
+        self._seq = itertools.count()
+
+    def schedule(self, key: Hashable, at: float) -> None:
+        self._at[key] = at
+        heapq.heappush(self._heap, (at, next(self._seq), key))
+
+    def when(self, key: Hashable) -> float | None:
+        return self._at.get(key)
+
+    def cancel(self, key: Hashable) -> None:
+        self._at.pop(key, None)
+
+    def due(self, now: float) -> Iterator[tuple[Hashable, float]]:
+        heap, at = self._heap, self._at
+        while heap and heap[0][0] <= now:
+            when, _, key = heapq.heappop(heap)
+            if at.get(key) == when:
+                del at[key]
+                yield key, when
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._at
+
+
+class AlertBook:
+    """Which alerts of one detector are firing; turns conditions into transitions.
+
+    `fire` opens an alert once (a second call while it fires returns None), `resolve`
+    closes it. With `hold_s`, an alert that marks an instant (a duplicate, an overrun)
+    resolves by itself after `hold_s` of event time without recurring.
+    """
+
+    __slots__ = ("_firing", "_hold", "_holds", "name", "severity")
+
+    def __init__(self, name: str, severity: str, hold_s: float | None = None) -> None:
+        self.name = name
+        self.severity = severity
+        self._firing: dict[Hashable, Alert] = {}
+        self._hold = hold_s
+        self._holds = Deadlines()
+
+    def fire(self, key: Hashable, labels: dict[str, str], at: float, value: float,
+             summary: str) -> Alert | None:
+        if self._hold is not None:
+            end = at + self._hold
+            current = self._holds.when(key)
+            if current is None or end > current:
+                self._holds.schedule(key, end)
+        if key in self._firing:
+            return None
+        alert = Alert(self.name, FIRING, self.severity, labels, at, None, value, summary)
+        self._firing[key] = alert
+        return alert
+
+    def resolve(self, key: Hashable, at: float, summary: str | None = None) -> Alert | None:
+        opened = self._firing.pop(key, None)
+        if opened is None:
+            return None
+        self._holds.cancel(key)
+        return Alert(self.name, RESOLVED, self.severity, opened.labels, opened.starts_at,
+                     max(at, opened.starts_at), opened.value, summary or opened.summary,
+                     opened.fingerprint)
+
+    def expire_holds(self, now: float) -> list[Alert]:
+        out = []
+        for key, when in list(self._holds.due(now)):
+            alert = self.resolve(key, when)
+            if alert is not None:
+                out.append(alert)
+        return out
+
+    def is_firing(self, key: Hashable) -> bool:
+        return key in self._firing
+
+    def __len__(self) -> int:
+        return len(self._firing)
+
+
+def collect(*groups: Iterable[Alert | None]) -> list[Alert]:
+    return [a for group in groups for a in group if a is not None]
+
+
+def run_on(events: Iterable[Event], order_detectors: list[Any] = (),  # type: ignore[assignment]
+           aggregate_detectors: list[Any] = (), until: float | None = None,  # type: ignore[assignment]
+           ) -> list[Alert]:
+    """Feed events, in the given order, to detectors, outside any dataflow.
+
+    Event time advances to the latest event seen (no lateness allowance), then to `until`.
+    This is how tests and notebooks drive detectors on hand-written event lists.
+    """
+    from orderwatch.detectors.order_book import OrderBook
+
+    book = OrderBook()
+    alerts: list[Alert] = []
+    now = -float("inf")
+    for event in events:
+        order, fresh = book.apply(event)
+        if not fresh:
+            continue
+        for det in order_detectors:
+            alerts.extend(det.learn_one(event, order))
+        for det in aggregate_detectors:
+            for key in det.keys(event):
+                alerts.extend(det.learn_one(event, key))
+        if event.ts > now:
+            now = event.ts
+            alerts.extend(_advance(now, book, order_detectors, aggregate_detectors))
+    if until is not None and until > now:
+        alerts.extend(_advance(until, book, order_detectors, aggregate_detectors))
+    return alerts
+
+
+def _advance(now: float, book: Any, order_detectors: list[Any],
+             aggregate_detectors: list[Any]) -> list[Alert]:
+    out: list[Alert] = []
+    for det in order_detectors:
+        out.extend(det.advance(now, book.orders))
+    for det in aggregate_detectors:
+        out.extend(det.advance(now))
+    return out

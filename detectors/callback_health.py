@@ -1,0 +1,108 @@
+"""Payment-callback health: `callback_lost` (per order) and `callback_failure_rate` (per gateway).
+
+"Customer paid but the order stays pending": the gateway reports SUCCESS, by notify or by
+an active query, yet the order has not left `pending_payment` N minutes after `paid_at`.
+The per-gateway rate catches the cause (a WAF answering 403, broken signatures) early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from orderwatch.config import Thresholds
+from orderwatch.detectors.base import Alert, AlertBook, Deadlines
+from orderwatch.detectors.order_book import OrderState
+from orderwatch.detectors.sliding_window import SlidingCounts
+from orderwatch.events import Event, parse_timestamp
+from orderwatch.timestamps import duration_text
+
+
+class CallbackLost:
+    name = "callback_lost"
+
+    def __init__(self, thresholds: Thresholds = Thresholds()) -> None:
+        self.after = thresholds.callback_lost_after_s
+        self.book = AlertBook(self.name, "critical")
+        self._due = Deadlines()  # order_no → paid_at + after
+        self._gateway: dict[str, str] = {}
+        self._alerted: set[str] = set()  # orders alerted once already: later retries add nothing
+
+    def learn_one(self, event: Event, order: OrderState) -> list[Alert]:
+        order_no = event.order_no
+        if event.stream == "callback":
+            if (event.data["trade_status"] == "SUCCESS" and order_no not in self._due
+                    and order_no not in self._alerted):
+                due = parse_timestamp(event.data["paid_at"], "paid_at") + self.after
+                if order.left_pending_at is None or order.left_pending_at > due:
+                    self._due.schedule(order_no, due)
+                    self._gateway[order_no] = event.data["gateway"]
+            return []
+        if event.stream == "order" and order.left_pending_at is not None:
+            alert = self.book.resolve(order_no, order.left_pending_at)
+            if alert is not None:
+                alert.summary = f"order left pending payment ({order.status})"
+                return [alert]
+        return []
+
+    def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
+        out = []
+        for order_no, due in list(self._due.due(now)):
+            gateway = self._gateway.pop(order_no, "")
+            order = orders.get(order_no)
+            left = order.left_pending_at if order is not None else None
+            if left is not None and left <= due:
+                continue
+            self._alerted.add(order_no)
+            alert = self.book.fire(
+                order_no, {"order_no": order_no, "gateway": gateway}, due, self.after / 60,
+                f"paid at {gateway} {duration_text(self.after)} ago, order still pending payment")
+            if alert is not None:
+                out.append(alert)
+            if left is not None:  # the fix arrived late: it already happened in event time
+                out.append(self.book.resolve(order_no, left))
+        return out
+
+    def forget(self, order_no: str) -> None:
+        self._due.cancel(order_no)
+        self._gateway.pop(order_no, None)
+        self._alerted.discard(order_no)
+
+
+def notify_failed(data: Mapping) -> bool:
+    """A notify the order service did not accept: non-2xx answer or a failed signature."""
+    return not 200 <= data["http_status"] < 300 or not data["signature_valid"]
+
+
+class CallbackFailureRate:
+    name = "callback_failure_rate"
+
+    def __init__(self, thresholds: Thresholds = Thresholds()) -> None:
+        self.ratio = thresholds.callback_failure_ratio
+        self.min_count = thresholds.callback_failure_min_count
+        self.window = thresholds.callback_failure_window_s
+        self.counts = SlidingCounts(self.window, 2)  # [notifies, failed]
+        self.book = AlertBook(self.name, "critical")
+
+    def keys(self, event: Event) -> tuple[str, ...]:
+        if event.stream == "callback" and event.data["kind"] == "notify":
+            return (event.data["gateway"],)
+        return ()
+
+    def learn_one(self, event: Event, key: str) -> list[Alert]:
+        self.counts.add(key, event.ts, [1.0, 1.0 if notify_failed(event.data) else 0.0])
+        return []
+
+    def advance(self, now: float) -> list[Alert]:
+        out = []
+        for gateway, at, (total, failed) in self.counts.windows(now):
+            share = failed / total if total else 0.0
+            if total >= self.min_count and share > self.ratio:
+                alert = self.book.fire(
+                    gateway, {"gateway": gateway}, at, round(share, 4),
+                    f"{gateway}: {share:.1%} of {total:.0f} notify callbacks failed "
+                    f"over {duration_text(self.window)}")
+            else:
+                alert = self.book.resolve(gateway, at)
+            if alert is not None:
+                out.append(alert)
+        return out

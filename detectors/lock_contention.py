@@ -1,0 +1,128 @@
+"""Distributed-lock health: `lock_ttl_overrun` (per order) and `lock_contention` (per family).
+
+A lock whose TTL (30 s) is shorter than the critical section (32.7 s) lets a second
+request in: any operation that held its lock longer than the TTL is an overrun. Per lock
+family, waits whose p95 over 5 minutes exceeds 200 ms, or more than 5% failed
+acquisitions, mean contention (a hot or too coarse key).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from orderwatch.config import Thresholds
+from orderwatch.detectors.base import Alert, AlertBook
+from orderwatch.detectors.order_book import OrderState
+from orderwatch.detectors.sliding_window import SlidingCounts
+from orderwatch.events import Event
+
+
+def lock_family(key: str) -> str:
+    """The key with its identifiers stripped: `lock:ship:ORD123` → `lock:ship`,
+    `stock:SKU-1:WH-EAST` → `stock`. Identifiers are the first segment holding a digit."""
+    family = []
+    for part in key.split(":"):
+        if any(c.isdigit() for c in part):
+            break
+        family.append(part)
+    return ":".join(family) or key
+
+
+class LockTtlOverrun:
+    name = "lock_ttl_overrun"
+
+    def __init__(self, thresholds: Thresholds = Thresholds()) -> None:
+        self.book = AlertBook(self.name, "warning", hold_s=thresholds.instant_alert_hold_s)
+
+    def learn_one(self, event: Event, order: OrderState) -> list[Alert]:
+        lock = event.data.get("lock") if event.stream == "order" else None
+        if not lock or not lock["acquired"]:
+            return []
+        held, ttl = lock.get("held_ms"), lock["ttl_ms"]
+        if held is None or held <= ttl:
+            return []
+        family = lock_family(lock["key"])
+        alert = self.book.fire(
+            (event.order_no, family), {"order_no": event.order_no, "lock_family": family},
+            event.ts, float(held),
+            f"{event.data['action']} held {lock['key']} for {held / 1000:.1f} s, "
+            f"longer than its {ttl / 1000:.1f} s TTL")
+        return [alert] if alert is not None else []
+
+    def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
+        return self.book.expire_holds(now)
+
+    def forget(self, order_no: str) -> None:
+        """Nothing per order is kept beyond the open alerts, which resolve on their own."""
+
+
+# Log-spaced wait buckets (ms) to estimate the p95 that alerts report.
+_WAIT_BOUNDS = tuple(round(1.5 ** i, 1) for i in range(1, 26))  # 1.5 ms … 25 s
+
+
+class LockContention:
+    name = "lock_contention"
+
+    def __init__(self, thresholds: Thresholds = Thresholds()) -> None:
+        self.slow_ms = thresholds.lock_wait_p95_ms
+        self.failure_ratio = thresholds.lock_failure_ratio
+        self.min_count = thresholds.lock_min_count
+        self.window = thresholds.lock_window_s
+        # [attempts, failed, waits over the threshold, *wait histogram]
+        self.counts = SlidingCounts(self.window, 3 + len(_WAIT_BOUNDS) + 1)
+        self.book = AlertBook(self.name, "warning")
+
+    def keys(self, event: Event) -> tuple[str, ...]:
+        lock = event.data.get("lock") if event.stream == "order" else None
+        return (lock_family(lock["key"]),) if lock else ()
+
+    def learn_one(self, event: Event, key: str) -> list[Alert]:
+        lock = event.data["lock"]
+        wait = lock["wait_ms"]
+        values = [0.0] * self.counts.width
+        values[0] = 1.0
+        values[1] = 0.0 if lock["acquired"] else 1.0
+        values[2] = 1.0 if wait > self.slow_ms else 0.0
+        values[3 + _bucket(wait)] = 1.0
+        self.counts.add(key, event.ts, values)
+        return []
+
+    def advance(self, now: float) -> list[Alert]:
+        out = []
+        for family, at, sums in self.counts.windows(now):
+            attempts, failed, slow = sums[0], sums[1], sums[2]
+            alert = None
+            if attempts >= self.min_count:
+                # p95 > threshold exactly when more than 5% of the waits exceed it
+                slow_share, fail_share = slow / attempts, failed / attempts
+                if slow_share > 0.05 or fail_share > self.failure_ratio:
+                    p95 = _quantile(sums[3:], attempts, 0.95)
+                    alert = self.book.fire(
+                        family, {"lock_family": family}, at, p95,
+                        f"{family}: lock wait p95 ≈ {p95:.0f} ms, {fail_share:.1%} of "
+                        f"{attempts:.0f} acquisitions failed over {self.window / 60:.0f} min")
+                else:
+                    alert = self.book.resolve(family, at)
+            else:
+                alert = self.book.resolve(family, at)
+            if alert is not None:
+                out.append(alert)
+        return out
+
+
+def _bucket(wait_ms: float) -> int:
+    if wait_ms <= _WAIT_BOUNDS[0]:
+        return 0
+    return min(len(_WAIT_BOUNDS), math.ceil(math.log(wait_ms) / math.log(1.5)) - 1)
+
+
+def _quantile(histogram: list[float], total: float, q: float) -> float:
+    """Upper bound of the histogram bucket holding the q-quantile."""
+    rank = q * total
+    seen = 0.0
+    for i, count in enumerate(histogram):
+        seen += count
+        if seen >= rank:
+            return _WAIT_BOUNDS[min(i, len(_WAIT_BOUNDS) - 1)]
+    return _WAIT_BOUNDS[-1]

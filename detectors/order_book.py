@@ -1,0 +1,119 @@
+"""The tracked state of every open order: what detectors read, what `order_state` stores.
+
+The book also drops redeliveries (an `event_id` seen before for the order) and lets
+orders leave memory: a finished order after `finished_retention_s` of quiet event time
+(long enough to absorb late redeliveries), any order after `max_idle_s` of silence.
+"""
+
+from __future__ import annotations
+
+from orderwatch.detectors.base import Deadlines
+from orderwatch.engine import state_machine as sm
+from orderwatch.events import Event
+
+HOUR = 3600.0
+
+
+class OrderState:
+    __slots__ = (
+        "amount", "carrier", "channel", "created_at", "events", "finished_at", "gateway",
+        "last_event_at", "left_pending_at", "order_no", "seen", "status", "status_at",
+        "user_id", "warehouse", "waybill_no",
+    )
+
+    def __init__(self, order_no: str) -> None:
+        self.order_no = order_no
+        self.status: str | None = None
+        self.status_at = -float("inf")
+        self.created_at: float | None = None
+        self.left_pending_at: float | None = None  # first event time in a later status
+        self.finished_at: float | None = None
+        self.last_event_at = -float("inf")
+        self.events = 0
+        self.user_id = self.channel = self.gateway = None
+        self.warehouse = self.carrier = self.waybill_no = None
+        self.amount: float | None = None
+        self.seen: set[str] = set()
+
+    def apply(self, event: Event) -> None:
+        ts = event.ts
+        self.events += 1
+        if ts > self.last_event_at:
+            self.last_event_at = ts
+        data = event.data
+        stream = event.stream
+        if stream == "order":
+            if data["action"] == "create":
+                self.created_at = ts
+                self.user_id = data.get("user_id")
+                self.channel = data.get("channel")
+                self.amount = data.get("amount")
+            status = data["status"]
+            if ts >= self.status_at:
+                self.status, self.status_at = status, ts
+            if status != sm.PENDING_PAYMENT and (
+                    self.left_pending_at is None or ts < self.left_pending_at):
+                self.left_pending_at = ts
+            if "warehouse" in data:
+                self.warehouse = data["warehouse"]
+            if "carrier" in data:
+                self.carrier = data["carrier"]
+            if "waybill_no" in data:
+                self.waybill_no = data["waybill_no"]
+            self.finished_at = self.status_at if sm.is_finished(self.status) else None
+        elif stream == "callback":
+            if self.gateway is None:
+                self.gateway = data["gateway"]
+        elif self.carrier is None:
+            self.carrier = data["carrier"]
+
+
+class OrderBook:
+    def __init__(self, finished_retention_s: float = 1 * HOUR,
+                 max_idle_s: float = 14 * 24 * HOUR) -> None:
+        self.orders: dict[str, OrderState] = {}
+        self.retention = finished_retention_s
+        self.max_idle = max_idle_s
+        self._expiry = Deadlines()
+        self._dirty: dict[str, OrderState] = {}
+
+    def apply(self, event: Event) -> tuple[OrderState, bool]:
+        """Apply one event; returns the order and False when the event is a redelivery."""
+        order = self.orders.get(event.order_no)
+        if order is None:
+            order = self.orders[event.order_no] = OrderState(event.order_no)
+            self._expiry.schedule(event.order_no, event.ts + self.max_idle)
+        elif event.event_id in order.seen:
+            return order, False
+        order.seen.add(event.event_id)
+        was_finished = order.finished_at is not None
+        order.apply(event)
+        if order.finished_at is not None and not was_finished:
+            self._expiry.schedule(order.order_no, order.finished_at + self.retention)
+        self._dirty[order.order_no] = order
+        return order, True
+
+    def expire(self, now: float) -> list[str]:
+        """Remove orders that are done with; returns their numbers."""
+        gone = []
+        for order_no, _ in list(self._expiry.due(now)):
+            order = self.orders.get(order_no)
+            if order is None:
+                continue
+            quiet_until = order.last_event_at + (
+                self.retention if order.finished_at is not None else self.max_idle)
+            if quiet_until > now:
+                self._expiry.schedule(order_no, quiet_until)
+                continue
+            del self.orders[order_no]
+            self._dirty.pop(order_no, None)
+            gone.append(order_no)
+        return gone
+
+    def drain_changed(self) -> list[OrderState]:
+        changed = list(self._dirty.values())
+        self._dirty.clear()
+        return changed
+
+    def __len__(self) -> int:
+        return len(self.orders)

@@ -1,0 +1,91 @@
+"""`silent_shipment`: shipped, but the carrier has not scanned the waybill within its limit.
+
+Label created is not picked up. SF and JD push pickups in real time (4 h limit); others
+are polled and lag (24 h). A scan with an event time before the deadline clears the
+waybill even if it arrives out of order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from orderwatch.config import Thresholds
+from orderwatch.detectors.base import Alert, AlertBook, Deadlines
+from orderwatch.detectors.order_book import OrderState
+from orderwatch.events import Event
+from orderwatch.timestamps import duration_text
+
+
+class _Waybill:
+    __slots__ = ("carrier", "first_scan", "shipped_at", "warehouse")
+
+    def __init__(self) -> None:
+        self.shipped_at: float | None = None
+        self.first_scan: float | None = None
+        self.carrier = self.warehouse = ""
+
+
+class SilentShipment:
+    name = "silent_shipment"
+
+    def __init__(self, thresholds: Thresholds = Thresholds()) -> None:
+        self.fast = frozenset(thresholds.silent_fast_carriers)
+        self.fast_limit = thresholds.silent_fast_limit_s
+        self.limit = thresholds.silent_default_limit_s
+        self.book = AlertBook(self.name, "warning")
+        self._due = Deadlines()  # (order_no, waybill) → ship time + carrier limit
+        self._waybills: dict[str, dict[str, _Waybill]] = {}  # order_no → waybill → facts
+
+    def limit_for(self, carrier: str) -> float:
+        return self.fast_limit if carrier in self.fast else self.limit
+
+    def learn_one(self, event: Event, order: OrderState) -> list[Alert]:
+        data = event.data
+        if event.stream == "logistics":
+            waybill = self._waybill(event.order_no, data["waybill_no"])
+            if waybill.first_scan is None or event.ts < waybill.first_scan:
+                waybill.first_scan = event.ts
+            alert = self.book.resolve((event.order_no, data["waybill_no"]), event.ts)
+            if alert is not None:
+                alert.summary = (f"{data['carrier']} scanned waybill {data['waybill_no']} "
+                                 f"({data['event']})")
+                return [alert]
+        elif event.stream == "order" and data["action"] == "ship" and data["result"] == "ok":
+            waybill = self._waybill(event.order_no, data["waybill_no"])
+            if waybill.shipped_at is None or event.ts < waybill.shipped_at:
+                waybill.shipped_at = event.ts
+                waybill.carrier = data["carrier"]
+                waybill.warehouse = data.get("warehouse", "")
+                self._due.schedule((event.order_no, data["waybill_no"]),
+                                   event.ts + self.limit_for(waybill.carrier))
+        return []
+
+    def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
+        out = []
+        for key, due in list(self._due.due(now)):
+            waybill = self._waybills[key[0]][key[1]]
+            first = waybill.first_scan
+            if first is not None and first <= due:
+                continue
+            silent = due - waybill.shipped_at
+            alert = self.book.fire(
+                key, {"order_no": key[0], "carrier": waybill.carrier,
+                      "warehouse": waybill.warehouse}, due, round(silent / 3600, 2),
+                f"{waybill.carrier} waybill {key[1]} silent for {duration_text(silent)} "
+                "since shipping")
+            if alert is not None:
+                out.append(alert)
+            if first is not None:
+                out.append(self.book.resolve(key, first))
+        return out
+
+    def forget(self, order_no: str) -> None:
+        for waybill_no in self._waybills.pop(order_no, {}):
+            self._due.cancel((order_no, waybill_no))
+
+    def _waybill(self, order_no: str, waybill_no: str) -> _Waybill:
+        waybills = self._waybills.setdefault(order_no, {})
+        waybill = waybills.get(waybill_no)
+        if waybill is None:
+            waybill = waybills[waybill_no] = _Waybill()
+        return waybill

@@ -1,0 +1,1 @@
+"""The reference state engine: the canonical order state machine and a traffic simulator."""

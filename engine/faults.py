@@ -1,0 +1,57 @@
+"""The fault scenarios the simulator can inject, after the seeds' field reports.
+
+Each scenario names the alerts of the detection catalogue it must raise; the simulator
+writes one ground-truth label per raised instance. Per-order scenarios hit a small share
+of orders; gateway- and lock-wide scenarios switch on for a time window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    scope: str  # "order": a share of orders; "window": everything in a time window
+    raises: tuple[str, ...]
+    story: str
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("waf_block", "window", ("callback_failure_rate", "callback_lost"),
+             "a WAF rule answers 403 to one gateway's notify POSTs for 30 min"),
+    Scenario("cert_expired", "window", ("callback_cert_expired", "callback_failure_rate",
+                                        "callback_lost"),
+             "the platform certificate expired: notify signatures fail for 20 min"),
+    Scenario("dns_outage", "window", ("callback_lost",),
+             "the notify host does not resolve for 47 min: no notify arrives, queries say "
+             "SUCCESS"),
+    Scenario("silent_carrier", "order", ("silent_shipment",),
+             "label printed, but the carrier scans the parcel only long after its limit"),
+    Scenario("double_click_ship", "order", ("duplicate_ship_request",),
+             "a double click sends two ship requests with distinct request ids"),
+    Scenario("repeat_create", "order", ("duplicate_order",),
+             "the buyer's app repeats create: same user, items and amount seconds later"),
+    Scenario("lock_ttl_short", "order", ("lock_ttl_overrun",),
+             "the ship lock's 30 s TTL is shorter than the 32.7 s critical section"),
+    Scenario("hot_lock_key", "window", ("lock_contention",),
+             "a flash sale on one SKU: stock-lock waits of seconds and failed acquisitions"),
+)}
+
+PER_ORDER = tuple(s.name for s in SCENARIOS.values() if s.scope == "order")
+WINDOWED = tuple(s.name for s in SCENARIOS.values() if s.scope == "window")
+
+
+def parse_fault_list(text: str | None) -> frozenset[str]:
+    """'all', 'none', '' or a comma-separated list of scenario names."""
+    if text is None or text.strip().lower() in ("", "none"):
+        return frozenset()
+    if text.strip().lower() == "all":
+        return frozenset(SCENARIOS)
+    names = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = sorted(names - SCENARIOS.keys())
+    if unknown:
+        raise ValueError(f"unknown fault scenario(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(SCENARIOS)}")
+    return frozenset(names)

@@ -1,0 +1,115 @@
+"""All configuration in one typed place.
+
+Defaults run the embedded mode (chDB under ./data, /metrics on 127.0.0.1:9464, alerts to
+the console). Every detection threshold of the catalogue lives in `Thresholds`; secrets
+(robot URLs and signing keys) are read from the environment and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+
+HOUR = 3600.0
+MINUTE = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Defaults are the contract's (`shared/contract/outputs.md`)."""
+
+    # callback_lost: gateway says SUCCESS, order still pending this long after paid_at
+    callback_lost_after_s: float = 10 * MINUTE
+    # callback_failure_rate: share of failed notify callbacks over a sliding window
+    callback_failure_window_s: float = 5 * MINUTE
+    callback_failure_ratio: float = 0.05
+    callback_failure_min_count: int = 20
+    # silent_shipment: carriers that push pickups in real time get a shorter limit
+    silent_fast_carriers: tuple[str, ...] = ("SF", "JD")
+    silent_fast_limit_s: float = 4 * HOUR
+    silent_default_limit_s: float = 24 * HOUR
+    # duplicate submissions
+    duplicate_ship_min_requests: int = 2
+    duplicate_order_window_s: float = 10 * MINUTE
+    # lock contention, per lock family
+    lock_window_s: float = 5 * MINUTE
+    lock_wait_p95_ms: float = 200.0
+    lock_failure_ratio: float = 0.05
+    lock_min_count: int = 20
+    # instant alerts (a duplicate, an overrun) resolve after this much quiet event time
+    instant_alert_hold_s: float = 1 * HOUR
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    # Orders are spread over this many keyed shards; a shard is the unit of Bytewax state.
+    order_shards: int = 16
+    aggregate_shards: int = 4
+    # Out-of-order tolerance: timers fire only when event time is this far past them.
+    allowed_lateness_s: float = 5 * MINUTE
+    # A finished order stays this long (event time) to absorb redeliveries, then leaves.
+    finished_retention_s: float = 1 * HOUR
+    # Any order silent this long (event time) leaves memory whatever its status.
+    max_idle_s: float = 14 * 24 * HOUR
+    source_batch_size: int = 2000
+    clickhouse_batch_rows: int = 20_000
+    clickhouse_flush_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    clickhouse_dsn: str = "chdb://./data/orderwatch.chdb"
+    clickhouse_database: str = "orderwatch"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    display_timezone: str = "Asia/Shanghai"
+    language: str = "zh"
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from `ORDERWATCH_*` variables, then explicit overrides.
+
+        Example: ORDERWATCH_CLICKHOUSE_DSN=http://ch:8123/orderwatch,
+        ORDERWATCH_THRESHOLD_CALLBACK_LOST_AFTER_S=300.
+        """
+        env = dict(os.environ if env is None else env)
+        top: dict[str, object] = {}
+        for f in fields(cls):
+            if f.name in ("thresholds", "pipeline"):
+                continue
+            key = f"ORDERWATCH_{f.name.upper()}"
+            if key in env:
+                top[f.name] = _coerce(env[key], f.type, key)
+        thresholds = _section_from_env(Thresholds(), env, "ORDERWATCH_THRESHOLD_")
+        pipeline = _section_from_env(PipelineSettings(), env, "ORDERWATCH_PIPELINE_")
+        settings = cls(thresholds=thresholds, pipeline=pipeline, **top)  # type: ignore[arg-type]
+        return replace(settings, **overrides) if overrides else settings
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the CLI turns it into exit code 2."""
+
+
+def _section_from_env(section, env: dict[str, str], prefix: str):
+    changes = {}
+    for f in fields(section):
+        key = prefix + f.name.upper()
+        if key in env:
+            changes[f.name] = _coerce(env[key], f.type, key)
+    return replace(section, **changes) if changes else section
+
+
+def _coerce(raw: str, type_name: object, key: str) -> object:
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{key}={raw!r} is not a valid {kind}") from exc
+    return raw

@@ -1,0 +1,1 @@
+"""Bytewax dataflows, their sources (engine, JSONL, Kafka) and sinks (ClickHouse, Prometheus)."""
