@@ -52,6 +52,8 @@ class PipelineSettings:
     # Any order silent this long (event time) leaves memory whatever its status.
     max_idle_s: float = 14 * 24 * HOUR
     source_batch_size: int = 2000
+    # A record larger than this is dead-lettered rather than parsed.
+    max_event_bytes: int = 1 << 20
     clickhouse_batch_rows: int = 20_000
     clickhouse_flush_s: float = 1.0
 

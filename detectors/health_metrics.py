@@ -1,0 +1,163 @@
+"""Time-bucketed health metrics: what each event measures, and per-minute buckets of them.
+
+`measure()` is the one definition of the health series. Order shards pre-aggregate a
+batch's measurements (`Partials`); aggregate shards merge the partials of one dimension
+value (all of gateway `alipay`, say) and emit a closed minute once event time passes it.
+The same partials feed the Prometheus counters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from orderwatch.detectors.callback_health import notify_failed
+from orderwatch.detectors.lock_contention import lock_family
+from orderwatch.events import Event
+
+MINUTE = 60
+# Wait histogram bounds in milliseconds, shared with the Prometheus histogram.
+WAIT_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    """One closed minute of one series: `callback_notifications{gateway="alipay"}`."""
+
+    bucket: float  # start of the minute, event time
+    metric: str
+    dimension: str
+    dim_value: str
+    value: float
+
+
+def measure(event: Event) -> Iterator[tuple[str, str, str, float]]:
+    """(metric, dimension, dimension value, amount) for one fresh event."""
+    data = event.data
+    stream = event.stream
+    yield "events", "stream", stream, 1.0
+    if stream == "callback":
+        gateway = data["gateway"]
+        if data["kind"] == "notify":
+            yield "callback_notifications", "gateway", gateway, 1.0
+            if notify_failed(data):
+                yield "callback_failures", "gateway", gateway, 1.0
+        elif data["trade_status"] == "SUCCESS":
+            yield "callback_query_success", "gateway", gateway, 1.0
+        return
+    if stream != "order":
+        yield "carrier_scans", "carrier", data["carrier"], 1.0
+        return
+    action = data["action"]
+    if action == "create":
+        yield "orders_created", "channel", data["channel"], 1.0
+    elif action == "ship_request":
+        yield "ship_requests", "warehouse", data.get("warehouse") or "unknown", 1.0
+    elif action == "ship" and data["result"] == "ok":
+        yield "shipments", "carrier", data["carrier"], 1.0
+    lock = data.get("lock")
+    if lock:
+        family = lock_family(lock["key"])
+        yield "lock_acquisitions", "lock_family", family, 1.0
+        if not lock["acquired"]:
+            yield "lock_failures", "lock_family", family, 1.0
+        elif lock.get("held_ms") is not None and lock["held_ms"] > lock["ttl_ms"]:
+            yield "lock_ttl_overruns", "lock_family", family, 1.0
+        yield "lock_wait_ms", "lock_family", family, float(lock["wait_ms"])
+
+
+def wait_bucket(wait_ms: float) -> int:
+    for i, bound in enumerate(WAIT_BOUNDS_MS):
+        if wait_ms <= bound:
+            return i
+    return len(WAIT_BOUNDS_MS)
+
+
+class Partials:
+    """A batch's measurements summed per (minute, metric, dimension, value).
+
+    Counts add up; `lock_wait_ms` keeps a histogram so p95 survives merging.
+    """
+
+    __slots__ = ("cells",)
+
+    def __init__(self) -> None:
+        self.cells: dict[tuple[int, str, str, str], list[float]] = {}
+
+    def add(self, event: Event) -> None:
+        minute = int(event.ts // MINUTE)
+        cells = self.cells
+        for metric, dim, value, amount in measure(event):
+            key = (minute, metric, dim, value)
+            if metric == "lock_wait_ms":  # bucket counts, then the sum of waits
+                hist = cells.get(key)
+                if hist is None:
+                    hist = cells[key] = [0.0] * (len(WAIT_BOUNDS_MS) + 2)
+                hist[wait_bucket(amount)] += 1
+                hist[-1] += amount
+            else:
+                cells[key] = cells.get(key, [0.0])
+                cells[key][0] += amount
+
+    def merge(self, other_cells: dict[tuple[int, str, str, str], list[float]]) -> None:
+        for key, values in other_cells.items():
+            mine = self.cells.get(key)
+            if mine is None:
+                self.cells[key] = list(values)
+            else:
+                for i, v in enumerate(values):
+                    mine[i] += v
+
+    def split_by_dimension(self) -> dict[tuple[str, str], dict]:
+        """Cells grouped by (dimension, value): the unit an aggregate shard owns."""
+        out: dict[tuple[str, str], dict] = {}
+        for key, values in self.cells.items():
+            out.setdefault((key[2], key[3]), {})[key] = values
+        return out
+
+
+class HealthMetrics:
+    """Merges partials of the dimensions routed to it; emits minutes event time has passed."""
+
+    def __init__(self) -> None:
+        self.open = Partials()
+
+    def merge(self, cells: dict) -> None:
+        self.open.merge(cells)
+
+    def close(self, now: float) -> list[MetricPoint]:
+        """Emit every minute that ended at or before `now`, with derived ratios and p95s."""
+        last_closed = int(now // MINUTE)  # minutes < this index are complete
+        done: dict[tuple[int, str, str], dict[str, list[float]]] = {}
+        for key in [k for k in self.open.cells if k[0] < last_closed]:
+            minute, metric, dim, value = key
+            done.setdefault((minute, dim, value), {})[metric] = self.open.cells.pop(key)
+        points = []
+        for (minute, dim, value), metrics in sorted(done.items()):
+            at = float(minute * MINUTE)
+            for metric, values in metrics.items():
+                if metric == "lock_wait_ms":
+                    points.append(MetricPoint(at, "lock_wait_p95_ms", dim, value,
+                                              quantile(values[:-1], 0.95)))
+                else:
+                    points.append(MetricPoint(at, metric, dim, value, values[0]))
+            sent = metrics.get("callback_notifications")
+            if sent:
+                failed = metrics.get("callback_failures", [0.0])[0]
+                points.append(MetricPoint(at, "callback_success_ratio", dim, value,
+                                          round(1 - failed / sent[0], 6)))
+        return points
+
+
+def quantile(histogram: list[float], q: float) -> float:
+    """Upper bound (ms) of the histogram bucket holding the q-quantile."""
+    total = sum(histogram)
+    if not total:
+        return math.nan
+    seen = 0.0
+    for i, count in enumerate(histogram):
+        seen += count
+        if seen >= q * total:
+            return float(WAIT_BOUNDS_MS[i]) if i < len(WAIT_BOUNDS_MS) else math.inf
+    return math.inf

@@ -1,0 +1,235 @@
+"""The `orderwatch` command (`shared/contract/outputs.md`).
+
+Exit codes: 0 success, 2 usage or configuration error (one line on stderr), 1 anything
+else. Bad input events never change the exit code: they are dead-lettered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+import orjson
+
+from orderwatch.config import ConfigError, Settings
+
+
+class UsageError(Exception):
+    """Bad command-line usage: exit code 2."""
+
+
+def _faults(text: str):
+    from orderwatch.engine.faults import parse_fault_list
+
+    try:
+        return parse_fault_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _timestamp(text: str) -> float:
+    from orderwatch.timestamps import from_rfc3339
+
+    try:
+        return from_rfc3339(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time with offset: {exc}") from None
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orderwatch", description="Streaming monitoring and anomaly alerting for "
+        "e-commerce order systems.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="live simulated traffic through the whole pipeline "
+                         "(embedded ClickHouse, /metrics, console alerts)")
+    run.add_argument("--duration", type=_positive(float), default=None, metavar="S",
+                     help="stop after S seconds (default: until Ctrl-C)")
+    run.add_argument("--rate", type=_positive(float), default=1000.0, metavar="EPS",
+                     help="events per second (default 1000)")
+    run.add_argument("--faults", type=_faults, default=_faults("all"), metavar="LIST",
+                     help="fault scenarios to inject: all, none, or a comma list "
+                     "(default all; see `orderwatch simulate --list-faults`)")
+    run.add_argument("--data", default=None, metavar="DIR",
+                     help="embedded ClickHouse directory (default ./data)")
+    run.add_argument("--seed", type=int, default=None, help="simulation seed (default: random)")
+
+    sim = sub.add_parser("simulate", help="write a deterministic event file and its labels")
+    sim.add_argument("--out", metavar="EVENTS.jsonl", help="event file to write")
+    sim.add_argument("--labels", metavar="LABELS.jsonl", help="ground truth of injected faults")
+    sim.add_argument("--orders", type=_positive(int), default=1000, metavar="N")
+    sim.add_argument("--faults", type=_faults, default=frozenset(), metavar="LIST",
+                     help="fault scenarios: all, none, or a comma list (default none)")
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--start", type=_timestamp, default=None, metavar="RFC3339",
+                     help="event time of the first order (default 2026-02-23T00:00:00+08:00)")
+    sim.add_argument("--list-faults", action="store_true", help="list fault scenarios")
+
+    rep = sub.add_parser("replay", help="feed recorded events through the dataflow")
+    rep.add_argument("files", nargs="+", metavar="EVENTS.jsonl")
+    rep.add_argument("--clickhouse", metavar="DSN",
+                     help="chdb:///path (embedded) or http://host:8123/db "
+                     "(default $ORDERWATCH_CLICKHOUSE_DSN or chdb://./data/orderwatch.chdb)")
+    rep.add_argument("--alerts-out", metavar="ALERTS.jsonl",
+                     help="write every alert notification here (default: the console)")
+    rep.add_argument("--metrics", action="store_true", help="serve /metrics while replaying")
+
+    sql = sub.add_parser("sql", help="run a query on the embedded (or any) ClickHouse")
+    sql.add_argument("query")
+    sql.add_argument("--clickhouse", metavar="DSN", help="as for replay")
+    sql.add_argument("--data", metavar="DIR", help="embedded ClickHouse directory")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+        if args.command == "simulate":
+            return cmd_simulate(args)
+        if args.command == "replay":
+            return cmd_replay(args, settings)
+        if args.command == "run":
+            return cmd_run(args, settings)
+        if args.command == "sql":
+            return cmd_sql(args, settings)
+    except (ConfigError, UsageError) as exc:
+        print(f"orderwatch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("orderwatch: interrupted", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        logging.getLogger("orderwatch").debug("failed", exc_info=True)
+        print(f"orderwatch: error: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from orderwatch.engine.faults import SCENARIOS
+    from orderwatch.engine.simulator import SimConfig, simulate
+
+    if args.list_faults:
+        for s in SCENARIOS.values():
+            print(f"{s.name:<20} {s.scope:<7} raises {', '.join(s.raises):<60} {s.story}")
+        return 0
+    if not args.out:
+        raise UsageError("simulate needs --out EVENTS.jsonl")
+    config = SimConfig(seed=args.seed, orders=args.orders, faults=args.faults)
+    if args.start is not None:
+        config.start = args.start
+    count = 0
+    with open(args.out, "wb") as out:
+        def write(event: dict) -> None:
+            nonlocal count
+            out.write(orjson.dumps(event) + b"\n")
+            count += 1
+        labels = simulate(config, write)
+    if args.labels:
+        with open(args.labels, "wb") as f:
+            for label in labels:
+                f.write(orjson.dumps(label) + b"\n")
+    print(f"wrote {count:,} events for {args.orders:,} orders to {args.out}"
+          + (f", {len(labels):,} fault labels to {args.labels}" if args.labels else ""))
+    return 0
+
+
+def _with_dsn(settings: Settings, dsn: str | None, data_dir: str | None) -> Settings:
+    if dsn:
+        return replace(settings, clickhouse_dsn=dsn)
+    if data_dir:
+        return replace(settings, clickhouse_dsn="chdb://" + os.path.abspath(data_dir))
+    return settings
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from orderwatch.alerts.outputs import ConsoleNotifier, JsonlNotifier
+    from orderwatch.pipelines.runner import execute
+    from orderwatch.pipelines.sources import JsonlSource
+
+    for path in args.files:
+        if not os.path.isfile(path):
+            raise UsageError(f"no such event file: {path}")
+    settings = _with_dsn(settings, args.clickhouse, None)
+    tz = settings.display_timezone
+    if args.alerts_out:
+        open(args.alerts_out, "wb").close()  # each replay writes the file anew
+        notifiers = [JsonlNotifier(args.alerts_out, tz)]
+    else:
+        notifiers = [ConsoleNotifier(tz)]
+    summary = execute(JsonlSource(args.files, settings.pipeline.source_batch_size), settings,
+                      notifiers, serve_metrics=args.metrics)
+    print("\n".join(summary.lines(tz)))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from orderwatch.alerts.outputs import ConsoleNotifier
+    from orderwatch.engine.simulator import SimConfig
+    from orderwatch.pipelines.runner import execute
+    from orderwatch.pipelines.sources import EngineSource, StopSignal
+
+    settings = _with_dsn(settings, None, args.data or (
+        None if "ORDERWATCH_CLICKHOUSE_DSN" in os.environ else "./data"))
+    seed = args.seed if args.seed is not None else int(time.time()) % 100_000
+    config = SimConfig(seed=seed, orders=None, faults=args.faults, start=time.time(),
+                       first_window_at=10 * 60.0)
+    stop = StopSignal()
+
+    def on_interrupt(signum, frame):  # first Ctrl-C: finish cleanly; second: abort
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print("\nstopping: flushing state and writing results…", flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGTERM, on_interrupt)
+    print(f"OrderWatch live: reference engine (seed {seed}, faults: "
+          f"{', '.join(sorted(args.faults)) or 'none'}) at {args.rate:,.0f} events/s")
+    print(f"metrics   http://{settings.metrics_host}:{settings.metrics_port}/metrics")
+    print(f"results   {settings.clickhouse_dsn} (database {settings.clickhouse_database})")
+    print("alerts    console (no robot configured)\n", flush=True)
+    summary = execute(EngineSource(config, args.rate, args.duration, stop), settings,
+                      [ConsoleNotifier(settings.display_timezone)], serve_metrics=True,
+                      progress_s=5.0)
+    print("\nsummary\n" + "\n".join(summary.lines(settings.display_timezone)))
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
+    from orderwatch.pipelines.clickhouse_client import connect, parse_dsn
+
+    settings = _with_dsn(settings, args.clickhouse, args.data or (
+        None if args.clickhouse or "ORDERWATCH_CLICKHOUSE_DSN" in os.environ else "./data"))
+    target = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database)
+    client = connect(target)
+    result = client.query(args.query)
+    print("\t".join(result.column_names))
+    for row in result.result_rows:
+        print("\t".join("" if v is None else str(v) for v in row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

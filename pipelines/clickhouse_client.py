@@ -1,0 +1,65 @@
+"""One way to reach ClickHouse: clickhouse-connect, embedded (chDB) or a server.
+
+`chdb:///path` (or a relative `chdb://./data/x.chdb`) is the in-process engine;
+`http://[user:password@]host:8123/[database]` a server. chDB allows one data path per
+process, so clients are shared per DSN.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import clickhouse_connect
+
+from orderwatch.config import ConfigError
+
+_clients: dict[str, object] = {}
+_lock = threading.Lock()
+write_lock = threading.RLock()  # chDB's session is not safe for concurrent inserts
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    dsn: str
+    database: str
+    embedded: bool
+
+    def redacted(self) -> str:
+        parts = urlsplit(self.dsn)
+        if parts.password:
+            return self.dsn.replace(f":{parts.password}@", ":***@")
+        return self.dsn
+
+
+def parse_dsn(dsn: str, default_database: str = "orderwatch") -> Target:
+    if dsn.startswith("chdb://"):
+        path = dsn[len("chdb://"):]
+        if not path:
+            raise ConfigError("chdb:// DSN needs a path, e.g. chdb:///var/lib/orderwatch")
+        return Target("chdb://" + os.path.abspath(path), default_database, True)
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"unsupported ClickHouse DSN {dsn.split('@')[-1]!r}: use "
+                          "chdb:///path or http://host:8123/database")
+    database = parts.path.strip("/") or default_database
+    return Target(dsn, database, False)
+
+
+def connect(target: Target):
+    with _lock:
+        client = _clients.get(target.dsn)
+        if client is None:
+            if target.embedded:
+                os.makedirs(target.dsn[len("chdb://"):], exist_ok=True)
+                client = clickhouse_connect.get_client(dsn=target.dsn)
+            else:
+                parts = urlsplit(target.dsn)
+                client = clickhouse_connect.get_client(
+                    host=parts.hostname, port=parts.port or 8123,
+                    username=unquote(parts.username or "default"),
+                    password=unquote(parts.password or ""), secure=parts.scheme == "https")
+            _clients[target.dsn] = client
+        return client

@@ -1,0 +1,118 @@
+"""ClickHouse tables, as numbered migrations that run the same on chDB and on a server.
+
+Every table is a ReplacingMergeTree keyed on the row's identity, so at-least-once
+delivery and replaying a file twice converge to the same rows. `settle()` merges parts
+(OPTIMIZE … FINAL) so plain `count()` already sees the converged state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# (version, statement); a statement uses {db} for the database name.
+MIGRATIONS: Sequence[tuple[int, str]] = (
+    (1, """
+CREATE TABLE IF NOT EXISTS {db}.events (
+    event_id     String,
+    stream       LowCardinality(String),
+    order_no     String,
+    occurred_at  DateTime64(3, 'UTC'),
+    kind         LowCardinality(String),
+    payload      String,
+    ingested_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(occurred_at)
+ORDER BY (order_no, event_id)
+"""),
+    (2, """
+CREATE TABLE IF NOT EXISTS {db}.order_state (
+    order_no        String,
+    status          LowCardinality(String),
+    status_at       DateTime64(3, 'UTC'),
+    created_at      Nullable(DateTime64(3, 'UTC')),
+    left_pending_at Nullable(DateTime64(3, 'UTC')),
+    user_id         String,
+    channel         LowCardinality(String),
+    gateway         LowCardinality(String),
+    amount          Nullable(Float64),
+    warehouse       LowCardinality(String),
+    carrier         LowCardinality(String),
+    waybill_no      String,
+    events          UInt32,
+    last_event_at   DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(events)
+ORDER BY order_no
+"""),
+    (3, """
+CREATE TABLE IF NOT EXISTS {db}.health_metrics (
+    bucket     DateTime('UTC'),
+    metric     LowCardinality(String),
+    dimension  LowCardinality(String),
+    dim_value  String,
+    value      Float64
+) ENGINE = ReplacingMergeTree
+ORDER BY (metric, dimension, dim_value, bucket)
+"""),
+    (4, """
+CREATE TABLE IF NOT EXISTS {db}.alerts (
+    alert        LowCardinality(String),
+    status       LowCardinality(String),
+    severity     LowCardinality(String),
+    fingerprint  String,
+    labels       Map(String, String),
+    order_no     String,
+    starts_at    DateTime64(3, 'UTC'),
+    ends_at      Nullable(DateTime64(3, 'UTC')),
+    value        Float64,
+    summary      String
+) ENGINE = ReplacingMergeTree
+ORDER BY (alert, fingerprint, status, starts_at)
+"""),
+    (5, """
+CREATE TABLE IF NOT EXISTS {db}.dead_letters (
+    id           FixedString(16),
+    source       String,
+    position     UInt64,
+    payload      String,
+    reason       String,
+    received_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+ORDER BY id
+"""),
+)
+
+TABLES = ("events", "order_state", "health_metrics", "alerts", "dead_letters")
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "events": ("event_id", "stream", "order_no", "occurred_at", "kind", "payload"),
+    "order_state": ("order_no", "status", "status_at", "created_at", "left_pending_at",
+                    "user_id", "channel", "gateway", "amount", "warehouse", "carrier",
+                    "waybill_no", "events", "last_event_at"),
+    "health_metrics": ("bucket", "metric", "dimension", "dim_value", "value"),
+    "alerts": ("alert", "status", "severity", "fingerprint", "labels", "order_no",
+               "starts_at", "ends_at", "value", "summary"),
+    "dead_letters": ("id", "source", "position", "payload", "reason"),
+}
+
+
+def migrate(client, database: str) -> int:
+    """Create the database and apply pending migrations; returns the schema version."""
+    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
+        "(version UInt32, applied_at DateTime DEFAULT now()) "
+        "ENGINE = ReplacingMergeTree ORDER BY version")
+    done = {row[0] for row in client.query(
+        f"SELECT version FROM {database}.schema_migrations").result_rows}
+    for version, statement in MIGRATIONS:
+        if version in done:
+            continue
+        client.command(statement.format(db=database))
+        client.insert(f"{database}.schema_migrations", [[version]], column_names=["version"])
+    return max(v for v, _ in MIGRATIONS)
+
+
+def settle(client, database: str) -> None:
+    """Merge all parts so duplicates from redelivery or a second replay are gone."""
+    for table in TABLES:
+        client.command(f"OPTIMIZE TABLE {database}.{table} FINAL")

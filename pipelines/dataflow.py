@@ -1,0 +1,141 @@
+"""The OrderWatch dataflow. It wires detectors; their logic lives in `detectors/`.
+
+    input (Chunk: a batch of raw records from one partition)
+      │ decode ──────────────────────────────────────────────► dead letters ─┐
+      │ route_orders: split each chunk by stable hash of order_no,            │
+      │               every shard gets every chunk (for the watermark)        │
+      ▼                                                                       │
+    orders [stateful, one per order shard]                                    │
+      dedup by event_id · order state · per-order detectors · expiry          │
+      │ events, order_state rows ─────────────────────────────────────────────┤
+      │ route_aggregates: events by detector key, metric partials by dimension│
+      ▼                                                                       │
+    aggregates [stateful, one per aggregate shard]                            │
+      per-gateway / lock-family / user detectors · health-metric minutes      │
+      │ health_metrics rows ──────────────────────────────────────────────────┤
+      ▼                                                                       ▼
+    alerts ─► notifiers (console, JSONL, robots) and the alerts table     ClickHouse
+    everything ─► Prometheus totals (/metrics)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
+
+from orderwatch.config import Settings
+from orderwatch.detectors.base import Alert
+from orderwatch.pipelines.aggregate_shard import AggregateOutput, AggregateShard
+from orderwatch.pipelines.decoding import Chunk, Decoded, decode_chunk
+from orderwatch.pipelines.order_shard import OrderShard, ShardInput, ShardOutput
+from orderwatch.pipelines.prometheus_export import Exporter
+from orderwatch.pipelines.sharding import all_shards, shard_of
+from orderwatch.pipelines.sinks import AlertSink, ClickHouseSink, MetricsSink
+
+
+class _ShardLogic(StatefulBatchLogic):
+    """Adapts a plain shard object (`process(input) -> output`) to Bytewax state."""
+
+    def __init__(self, shard: Any) -> None:
+        self.shard = shard
+
+    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
+        return [self.shard.process(v) for v in values], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> Any:
+        return self.shard
+
+
+def route_to_order_shards(decoded: Decoded, shards: int) -> list[tuple[str, ShardInput]]:
+    by_shard: dict[str, list] = {key: [] for key in all_shards(shards)}
+    for event in decoded.events:
+        by_shard[shard_of(event.order_no, shards)].append(event)
+    return [(key, ShardInput(key, events, decoded.partition, decoded.max_ts, decoded.ended,
+                             decoded.partitions)) for key, events in by_shard.items()]
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def alert_rows(alert: Alert) -> list[tuple[str, list[list[Any]]]]:
+    row = [alert.alert, alert.status, alert.severity, alert.fingerprint, alert.labels,
+           alert.labels.get("order_no", ""), _dt(alert.starts_at), _dt(alert.ends_at),
+           float(alert.value), alert.summary]
+    return [("alerts", [row])]
+
+
+def dead_letter_rows(decoded: Decoded) -> list[tuple[str, list[list[Any]]]]:
+    if not decoded.dead:
+        return []
+    return [("dead_letters", [[d.id, d.source, d.position, d.payload, d.reason]
+                              for d in decoded.dead])]
+
+
+def shard_rows(out: ShardOutput) -> list[tuple[str, list[list[Any]]]]:
+    return [(table, rows) for table, rows in out.rows.items() if rows]
+
+
+def metric_rows(out: AggregateOutput) -> list[tuple[str, list[list[Any]]]]:
+    rows = [[_dt(p.bucket), p.metric, p.dimension, p.dim_value, p.value]
+            for p in out.points if p.value == p.value]  # NaN: no data in that minute
+    return [("health_metrics", rows)] if rows else []
+
+
+def prometheus_updater(exporter: Exporter) -> Callable[[Any], None]:
+    def update(item: Any) -> None:
+        if isinstance(item, Decoded):
+            for dead in item.dead:
+                exporter.inc("orderwatch_dead_letters", (dead.reason_class(),))
+        elif isinstance(item, ShardOutput):
+            for stream, n in item.redelivered.items():
+                exporter.inc("orderwatch_events_redelivered", (stream,), n)
+            exporter.add_measurements(item.metric_cells)
+            exporter.set_per_shard("orderwatch_open_orders", item.shard, item.open_orders)
+            if item.watermark != -float("inf"):
+                exporter.set_per_shard("orderwatch_event_time_watermark_seconds", item.shard,
+                                       item.watermark, combine="min")
+        elif isinstance(item, AggregateOutput):
+            for p in item.points:
+                if p.metric == "callback_success_ratio":
+                    exporter.set("orderwatch_callback_success_ratio", (p.dim_value,), p.value)
+    return update
+
+
+def build_flow(source: Source[Chunk], settings: Settings, clickhouse: ClickHouseSink,
+               alerts: AlertSink, exporter: Exporter) -> Dataflow:
+    p = settings.pipeline
+    flow = Dataflow("orderwatch")
+    chunks = op.input("input", flow, source)
+    decoded = op.map("decode", chunks, lambda c: decode_chunk(c, p.max_event_bytes))
+
+    shard_in = op.flat_map("route_orders", decoded,
+                           lambda d: route_to_order_shards(d, p.order_shards))
+    shard_out = op.key_rm("orders_out", op.stateful_batch(
+        "orders", shard_in, lambda state: _ShardLogic(state or OrderShard(settings))))
+
+    aggregate_in = op.flat_map("route_aggregates", shard_out, lambda o: o.to_aggregates)
+    aggregate_out = op.key_rm("aggregates_out", op.stateful_batch(
+        "aggregates", aggregate_in, lambda state: _ShardLogic(state or AggregateShard(settings))))
+
+    all_alerts = op.merge("alerts",
+                          op.flat_map("order_alerts", shard_out, lambda o: o.alerts),
+                          op.flat_map("aggregate_alerts", aggregate_out, lambda o: o.alerts))
+    op.output("notify", all_alerts, alerts)
+
+    rows = op.merge("rows",
+                    op.flat_map("dead_letter_rows", decoded, dead_letter_rows),
+                    op.flat_map("shard_rows", shard_out, shard_rows),
+                    op.flat_map("metric_rows", aggregate_out, metric_rows),
+                    op.flat_map("alert_rows", all_alerts, alert_rows))
+    op.output("clickhouse", rows, clickhouse)
+
+    op.output("prometheus", op.merge("summaries", decoded, shard_out, aggregate_out),
+              MetricsSink(prometheus_updater(exporter)))
+    return flow

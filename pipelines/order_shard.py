@@ -1,0 +1,128 @@
+"""One shard of orders: dedup, order state, per-order detectors, routing to aggregates.
+
+A plain class (no Bytewax) so it can be tested directly; `dataflow.py` wraps it in a
+`StatefulBatchLogic`. Every input chunk reaches every shard (with its share of events,
+possibly none) so all shards see the same watermark.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+from orderwatch.config import Settings
+from orderwatch.detectors.base import Alert
+from orderwatch.detectors.catalogue import aggregate_detectors, order_detectors
+from orderwatch.detectors.health_metrics import Partials
+from orderwatch.detectors.order_book import OrderBook, OrderState
+from orderwatch.events import Event
+from orderwatch.pipelines.sharding import all_shards, shard_of
+from orderwatch.pipelines.watermark import NEVER, WatermarkTracker
+
+
+@dataclass(slots=True)
+class ShardInput:
+    shard: str
+    events: list[Event]
+    partition: str
+    max_ts: float
+    ended: bool
+    partitions: int
+
+
+@dataclass(slots=True)
+class AggregateInput:
+    shard: str  # the aggregate shard it is for
+    upstream: str  # the order shard that sent it
+    watermark: float
+    items: list[tuple[int, str, Event]]  # (aggregate detector index, its key, event)
+    metric_cells: dict
+
+
+@dataclass(slots=True)
+class ShardOutput:
+    shard: str
+    watermark: float
+    alerts: list[Alert] = field(default_factory=list)
+    rows: dict[str, list[list]] = field(default_factory=dict)
+    to_aggregates: list[tuple[str, AggregateInput]] = field(default_factory=list)
+    metric_cells: dict = field(default_factory=dict)
+    fresh: Counter = field(default_factory=Counter)
+    redelivered: Counter = field(default_factory=Counter)
+    open_orders: int = 0
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def event_row(event: Event) -> list:
+    data = event.data
+    kind = data.get("action") or data.get("kind") or data.get("event") or ""
+    return [event.event_id, event.stream, event.order_no, _dt(event.ts), kind,
+            orjson.dumps(data)]
+
+
+def order_row(o: OrderState) -> list:
+    return [o.order_no, o.status or "", _dt(o.status_at if o.status else o.last_event_at),
+            _dt(o.created_at), _dt(o.left_pending_at), o.user_id or "", o.channel or "",
+            o.gateway or "", o.amount, o.warehouse or "", o.carrier or "", o.waybill_no or "",
+            o.events, _dt(o.last_event_at)]
+
+
+class OrderShard:
+    def __init__(self, settings: Settings, shard: str = "") -> None:
+        p = settings.pipeline
+        self.shard = shard  # set from the first input when built by Bytewax
+        self.book = OrderBook(p.finished_retention_s, p.max_idle_s)
+        self.detectors = order_detectors(settings.thresholds)
+        self.routers = aggregate_detectors(settings.thresholds)  # only their keys() is used
+        self.aggregate_shards = all_shards(p.aggregate_shards)
+        self.watermark = WatermarkTracker(p.allowed_lateness_s)
+        self.now = NEVER
+
+    def process(self, inp: ShardInput) -> ShardOutput:
+        self.shard = self.shard or inp.shard
+        out = ShardOutput(self.shard, self.now)
+        routed: dict[str, list[tuple[int, str, Event]]] = {}
+        partials = Partials()
+        n_aggr = len(self.aggregate_shards)
+        fresh_rows = []
+        for event in inp.events:
+            order, fresh = self.book.apply(event)
+            if not fresh:
+                out.redelivered[event.stream] += 1
+                continue
+            out.fresh[event.stream] += 1
+            fresh_rows.append(event_row(event))
+            for det in self.detectors:
+                out.alerts.extend(det.learn_one(event, order))
+            for i, router in enumerate(self.routers):
+                for key in router.keys(event):
+                    routed.setdefault(shard_of(f"{i}:{key}", n_aggr), []).append((i, key, event))
+            partials.add(event)
+        out.rows["events"] = fresh_rows
+        self.watermark.observe(inp.partition, inp.max_ts, inp.ended, inp.partitions)
+        mark = self.watermark.watermark()
+        if mark > self.now:
+            self.now = mark
+            for det in self.detectors:
+                out.alerts.extend(det.advance(mark, self.book.orders))
+            for order_no in self.book.expire(mark):
+                for det in self.detectors:
+                    det.forget(order_no)
+        out.watermark = self.now
+        out.rows["order_state"] = [order_row(o) for o in self.book.drain_changed()]
+        cells_by_shard: dict[str, dict] = {}
+        for (dim, value), cells in partials.split_by_dimension().items():
+            target = shard_of(f"m:{dim}={value}", n_aggr)
+            cells_by_shard.setdefault(target, {}).update(cells)
+        out.metric_cells = partials.cells
+        for target in self.aggregate_shards:  # every aggregate shard hears the watermark
+            out.to_aggregates.append((target, AggregateInput(
+                target, self.shard, self.now, routed.get(target, []), cells_by_shard.get(target, {}))))
+        out.open_orders = len(self.book)
+        return out

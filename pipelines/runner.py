@@ -1,0 +1,122 @@
+"""Run the dataflow end to end: schema, sinks, /metrics, Bytewax, summary."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from bytewax.inputs import Source
+from bytewax.testing import run_main
+
+from orderwatch.alerts.outputs import Notifier
+from orderwatch.config import Settings
+from orderwatch.detectors.base import Alert
+from orderwatch.pipelines.clickhouse_client import Target, connect, parse_dsn, write_lock
+from orderwatch.pipelines.clickhouse_schema import migrate, settle
+from orderwatch.pipelines.dataflow import build_flow
+from orderwatch.pipelines.decoding import Chunk
+from orderwatch.pipelines.prometheus_export import Exporter, serve
+from orderwatch.pipelines.sinks import AlertSink, ClickHouseSink
+from orderwatch.timestamps import to_rfc3339
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Summary:
+    target: Target
+    elapsed_s: float
+    events: int
+    redelivered: int
+    dead_letters: int
+    open_orders: int
+    watermark: float | None
+    alerts: Counter = field(default_factory=Counter)
+
+    def lines(self, tz: str = "Asia/Shanghai") -> list[str]:
+        rate = self.events / self.elapsed_s if self.elapsed_s else 0.0
+        out = [
+            f"events processed   {self.events:,} in {self.elapsed_s:.1f} s ({rate:,.0f}/s)",
+            f"redeliveries       {self.redelivered:,} dropped (same event_id)",
+            f"dead letters       {self.dead_letters:,}",
+            f"open orders        {self.open_orders:,}",
+            "event time reached " + (to_rfc3339(self.watermark, tz) if self.watermark else "-"),
+            f"clickhouse         {self.target.redacted()} database {self.target.database}",
+        ]
+        names = sorted({name for name, _ in self.alerts})
+        out.append(f"alerts             {sum(self.alerts.values()):,} notifications")
+        out.extend(f"  {name:<26} firing {self.alerts[(name, 'firing')]:>6,}  "
+                   f"resolved {self.alerts[(name, 'resolved')]:>6,}" for name in names)
+        return out
+
+
+class Progress(threading.Thread):
+    """Prints a one-line heartbeat while a live run goes on."""
+
+    def __init__(self, exporter: Exporter, every_s: float, tz: str) -> None:
+        super().__init__(daemon=True, name="orderwatch-progress")
+        self.exporter = exporter
+        self.every_s = every_s
+        self.tz = tz
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        last, last_t = 0.0, time.monotonic()
+        while not self.stopped.wait(self.every_s):
+            e = self.exporter
+            events = e.total("orderwatch_events")
+            now = time.monotonic()
+            mark = e.value("orderwatch_event_time_watermark_seconds")
+            firing = e.total("orderwatch_alerts_firing")
+            print(f"· events {events:,.0f} ({(events - last) / (now - last_t):,.0f}/s)"
+                  f" · event time {to_rfc3339(mark, self.tz) if mark else '-'}"
+                  f" · open orders {e.value('orderwatch_open_orders'):,.0f}"
+                  f" · alerts firing {firing:,.0f}"
+                  f" · dead letters {e.total('orderwatch_dead_letters'):,.0f}", flush=True)
+            last, last_t = events, now
+
+
+def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier], *,
+            serve_metrics: bool = False, progress_s: float | None = None,
+            exporter: Exporter | None = None) -> Summary:
+    target = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database)
+    client = connect(target)
+    with write_lock:
+        migrate(client, target.database)
+    exporter = exporter or Exporter()
+    server = None
+    if serve_metrics:
+        server = serve(exporter, settings.metrics_host, settings.metrics_port)
+    alerts: Counter = Counter()
+
+    def count(alert: Alert) -> None:
+        alerts[(alert.alert, alert.status)] += 1
+
+    p = settings.pipeline
+    flow = build_flow(source, settings,
+                      ClickHouseSink(target, exporter, p.clickhouse_batch_rows,
+                                     p.clickhouse_flush_s),
+                      AlertSink(notifiers, exporter, count), exporter)
+    heartbeat = Progress(exporter, progress_s, settings.display_timezone) if progress_s else None
+    started = time.monotonic()
+    try:
+        if heartbeat:
+            heartbeat.start()
+        run_main(flow)
+    finally:
+        if heartbeat:
+            heartbeat.stopped.set()
+        for notifier in notifiers:
+            notifier.close()
+        if server is not None:
+            server[0].shutdown()
+    with write_lock:
+        settle(client, target.database)
+    mark = exporter.value("orderwatch_event_time_watermark_seconds")
+    return Summary(target, time.monotonic() - started, int(exporter.total("orderwatch_events")),
+                   int(exporter.total("orderwatch_events_redelivered")),
+                   int(exporter.total("orderwatch_dead_letters")),
+                   int(exporter.value("orderwatch_open_orders")), mark or None, alerts)

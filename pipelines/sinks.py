@@ -1,0 +1,134 @@
+"""Bytewax sinks: rows to ClickHouse in batches, alert notifications, Prometheus totals."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from orderwatch.alerts.outputs import Notifier
+from orderwatch.detectors.base import Alert
+from orderwatch.pipelines.clickhouse_client import Target, connect, write_lock
+from orderwatch.pipelines.clickhouse_schema import COLUMNS
+from orderwatch.pipelines.prometheus_export import Exporter, write_buckets
+
+log = logging.getLogger(__name__)
+Rows = tuple[str, list[list[Any]]]
+
+
+class _ClickHousePartition(StatelessSinkPartition[Rows]):
+    RETRIES = 6
+
+    def __init__(self, target: Target, batch_rows: int, flush_s: float,
+                 exporter: Exporter) -> None:
+        self.client = connect(target)
+        self.database = target.database
+        self.batch_rows = batch_rows
+        self.flush_s = flush_s
+        self.exporter = exporter
+        self.buffers: dict[str, list[list[Any]]] = {t: [] for t in COLUMNS}
+        self.buffered = 0
+        self.last_flush = time.monotonic()
+
+    def write_batch(self, items: list[Rows]) -> None:
+        for table, rows in items:
+            self.buffers[table].extend(rows)
+            self.buffered += len(rows)
+        if self.buffered >= self.batch_rows or time.monotonic() - self.last_flush >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        for table, rows in self.buffers.items():
+            if rows:
+                self._insert(table, rows)
+                self.buffers[table] = []
+        self.buffered = 0
+        self.last_flush = time.monotonic()
+
+    def _insert(self, table: str, rows: list[list[Any]]) -> None:
+        for attempt in range(self.RETRIES):
+            started = time.perf_counter()
+            try:
+                with write_lock:
+                    self.client.insert(f"{self.database}.{table}", rows,
+                                       column_names=list(COLUMNS[table]))
+            except Exception as exc:  # the server may be restarting: back off and retry
+                self.exporter.inc("orderwatch_clickhouse_write_errors", (table,))
+                if attempt == self.RETRIES - 1:
+                    raise RuntimeError(f"ClickHouse insert into {table} failed "
+                                       f"{self.RETRIES} times: {exc}") from exc
+                log.warning("ClickHouse insert into %s failed (%s); retrying", table, exc)
+                time.sleep(min(30.0, 0.5 * 2 ** attempt))
+                continue
+            elapsed = time.perf_counter() - started
+            self.exporter.observe_histogram("orderwatch_clickhouse_write_seconds", (table,),
+                                            write_buckets(elapsed), elapsed)
+            self.exporter.inc("orderwatch_clickhouse_rows_written", (table,), len(rows))
+            return
+
+    def close(self) -> None:
+        self.flush()
+
+
+class ClickHouseSink(DynamicSink[Rows]):
+    def __init__(self, target: Target, exporter: Exporter, batch_rows: int = 20_000,
+                 flush_s: float = 1.0) -> None:
+        self.target = target
+        self.exporter = exporter
+        self.batch_rows = batch_rows
+        self.flush_s = flush_s
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ClickHousePartition:
+        return _ClickHousePartition(self.target, self.batch_rows, self.flush_s, self.exporter)
+
+
+class _AlertPartition(StatelessSinkPartition[Alert]):
+    def __init__(self, notifiers: list[Notifier], exporter: Exporter,
+                 on_alert: Callable[[Alert], None] | None) -> None:
+        self.notifiers = notifiers
+        self.exporter = exporter
+        self.on_alert = on_alert
+
+    def write_batch(self, items: list[Alert]) -> None:
+        for alert in items:
+            self.exporter.alert_transition(alert.alert, alert.fingerprint, alert.status)
+            for notifier in self.notifiers:
+                notifier.send(alert)
+            if self.on_alert is not None:
+                self.on_alert(alert)
+
+    def close(self) -> None:
+        """Notifiers are shared by all workers; the runner closes them once."""
+
+
+class AlertSink(DynamicSink[Alert]):
+    def __init__(self, notifiers: list[Notifier], exporter: Exporter,
+                 on_alert: Callable[[Alert], None] | None = None) -> None:
+        self.notifiers = notifiers
+        self.exporter = exporter
+        self.on_alert = on_alert
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _AlertPartition:
+        return _AlertPartition(self.notifiers, self.exporter, self.on_alert)
+
+
+class _MetricsPartition(StatelessSinkPartition[Any]):
+    def __init__(self, update: Callable[[Any], None]) -> None:
+        self.update = update
+
+    def write_batch(self, items: list[Any]) -> None:
+        for item in items:
+            self.update(item)
+
+
+class MetricsSink(DynamicSink[Any]):
+    """Hands pipeline summaries (shard outputs, decoded chunks) to an update function."""
+
+    def __init__(self, update: Callable[[Any], None]) -> None:
+        self.update = update
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _MetricsPartition:
+        return _MetricsPartition(self.update)

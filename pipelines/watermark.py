@@ -1,0 +1,64 @@
+"""Event-time watermarks: how far event time has surely advanced.
+
+Each input partition (a file, a Kafka partition, the engine) reports the latest event
+time it has read. The watermark is the slowest partition's time minus the allowed
+lateness, so a fast stream cannot fire another stream's timeouts early. A partition at
+end of input no longer holds it back; when all have ended, the watermark is the latest
+event time of the whole input: every timeout due by then fires, none later.
+"""
+
+from __future__ import annotations
+
+NEVER = -float("inf")
+
+
+class WatermarkTracker:
+    __slots__ = ("_ended", "_latest", "expected", "lateness")
+
+    def __init__(self, lateness_s: float, expected_partitions: int = 1) -> None:
+        self.lateness = lateness_s
+        self.expected = expected_partitions
+        self._latest: dict[str, float] = {}
+        self._ended: set[str] = set()
+
+    def observe(self, partition: str, max_ts: float, ended: bool, partitions: int) -> None:
+        self.expected = max(self.expected, partitions)
+        if max_ts > self._latest.get(partition, NEVER):
+            self._latest[partition] = max_ts
+        elif partition not in self._latest:
+            self._latest[partition] = NEVER
+        if ended:
+            self._ended.add(partition)
+
+    @property
+    def all_ended(self) -> bool:
+        return len(self._ended) >= self.expected
+
+    def watermark(self) -> float:
+        if not self._latest:
+            return NEVER
+        if self.all_ended:
+            return max(self._latest.values())
+        if len(self._latest) < self.expected:
+            return NEVER
+        live = [ts for p, ts in self._latest.items() if p not in self._ended]
+        return min(live) - self.lateness
+
+
+class MinOfUpstreams:
+    """Watermark of a stage fed by several upstream shards: the slowest of them."""
+
+    __slots__ = ("_marks", "expected")
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self._marks: dict[str, float] = {}
+
+    def observe(self, upstream: str, mark: float) -> None:
+        if mark > self._marks.get(upstream, NEVER):
+            self._marks[upstream] = mark
+
+    def watermark(self) -> float:
+        if len(self._marks) < self.expected:
+            return NEVER
+        return min(self._marks.values())
