@@ -111,31 +111,60 @@ class Deadlines:
 class AlertBook:
     """Which alerts of one detector are firing; turns conditions into transitions.
 
-    `fire` opens an alert once (a second call while it fires returns None), `resolve`
-    closes it. With `hold_s`, an alert that marks an instant (a duplicate, an overrun)
-    resolves by itself after `hold_s` of event time without recurring.
+    Alert content must not depend on the order events arrive in, only on event time, so
+    a replay, a split input or a Kafka consumer with other partitions all say the same:
+    - `propose` records a condition seen at event time `at`; the earliest proposal per
+      key wins, and it is emitted by `release(now)` once the watermark has passed `at`
+      (every event up to then has arrived);
+    - `fire` and `resolve` emit at once, for callers that already waited for the
+      watermark (timers, window evaluations).
+    With `hold_s`, an alert marking an instant (a duplicate, an overrun) resolves by
+    itself after `hold_s` of event time without recurring.
     """
 
-    __slots__ = ("_firing", "_hold", "_holds", "name", "severity")
+    __slots__ = ("_firing", "_hold", "_holds", "_proposed", "_release", "name", "severity")
 
     def __init__(self, name: str, severity: str, hold_s: float | None = None) -> None:
         self.name = name
         self.severity = severity
         self._firing: dict[Hashable, Alert] = {}
+        self._proposed: dict[Hashable, Alert] = {}
+        self._release = Deadlines()
         self._hold = hold_s
         self._holds = Deadlines()
 
+    def propose(self, key: Hashable, labels: dict[str, str], at: float, value: float,
+                summary: str) -> None:
+        if key in self._firing:
+            self._extend_hold(key, at)
+            return
+        current = self._proposed.get(key)
+        if current is None or (at, summary) < (current.starts_at, current.summary):
+            self._proposed[key] = Alert(self.name, FIRING, self.severity, labels, at, None,
+                                        value, summary)
+            self._release.schedule(key, at)
+
+    def release(self, now: float) -> list[Alert]:
+        """Emit proposals the watermark has passed, then resolve expired holds."""
+        out = []
+        for key, _ in list(self._release.due(now)):
+            alert = self._proposed.pop(key)
+            self._firing[key] = alert
+            self._extend_hold(key, alert.starts_at)
+            out.append(alert)
+        for key, when in list(self._holds.due(now)):
+            alert = self.resolve(key, when)
+            if alert is not None:
+                out.append(alert)
+        return out
+
     def fire(self, key: Hashable, labels: dict[str, str], at: float, value: float,
              summary: str) -> Alert | None:
-        if self._hold is not None:
-            end = at + self._hold
-            current = self._holds.when(key)
-            if current is None or end > current:
-                self._holds.schedule(key, end)
         if key in self._firing:
             return None
         alert = Alert(self.name, FIRING, self.severity, labels, at, None, value, summary)
         self._firing[key] = alert
+        self._extend_hold(key, at)
         return alert
 
     def resolve(self, key: Hashable, at: float, summary: str | None = None) -> Alert | None:
@@ -147,16 +176,16 @@ class AlertBook:
                      max(at, opened.starts_at), opened.value, summary or opened.summary,
                      opened.fingerprint)
 
-    def expire_holds(self, now: float) -> list[Alert]:
-        out = []
-        for key, when in list(self._holds.due(now)):
-            alert = self.resolve(key, when)
-            if alert is not None:
-                out.append(alert)
-        return out
-
     def is_firing(self, key: Hashable) -> bool:
         return key in self._firing
+
+    def _extend_hold(self, key: Hashable, at: float) -> None:
+        if self._hold is None:
+            return
+        end = at + self._hold
+        current = self._holds.when(key)
+        if current is None or end > current:
+            self._holds.schedule(key, end)
 
     def __len__(self) -> int:
         return len(self._firing)
@@ -171,7 +200,8 @@ def run_on(events: Iterable[Event], order_detectors: list[Any] = (),  # type: ig
            ) -> list[Alert]:
     """Feed events, in the given order, to detectors, outside any dataflow.
 
-    Event time advances to the latest event seen (no lateness allowance), then to `until`.
+    Event time advances to the latest event seen (no lateness allowance); after the last
+    event, once more (late events may have proposed alerts), or to `until` if later.
     This is how tests and notebooks drive detectors on hand-written event lists.
     """
     from orderwatch.detectors.order_book import OrderBook
@@ -191,8 +221,9 @@ def run_on(events: Iterable[Event], order_detectors: list[Any] = (),  # type: ig
         if event.ts > now:
             now = event.ts
             alerts.extend(_advance(now, book, order_detectors, aggregate_detectors))
-    if until is not None and until > now:
-        alerts.extend(_advance(until, book, order_detectors, aggregate_detectors))
+    # end of input: event time is final, as at the end of a replayed file
+    final = until if until is not None and until > now else now
+    alerts.extend(_advance(final, book, order_detectors, aggregate_detectors))
     return alerts
 
 

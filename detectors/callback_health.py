@@ -26,6 +26,7 @@ class CallbackLost:
         self._due = Deadlines()  # order_no → paid_at + after
         self._gateway: dict[str, str] = {}
         self._alerted: set[str] = set()  # orders alerted once already: later retries add nothing
+        self._recovered = Deadlines()  # firing order → when it left pending payment
 
     def learn_one(self, event: Event, order: OrderState) -> list[Alert]:
         order_no = event.order_no
@@ -37,12 +38,14 @@ class CallbackLost:
                     self._due.schedule(order_no, due)
                     self._gateway[order_no] = event.data["gateway"]
             return []
-        if event.stream == "order" and order.left_pending_at is not None:
-            alert = self.book.resolve(order_no, order.left_pending_at)
-            if alert is not None:
-                alert.summary = f"order left pending payment ({order.status})"
-                return [alert]
+        if (event.stream == "order" and order.left_pending_at is not None
+                and self.book.is_firing(order_no)):
+            # resolve once event time passes the earliest event that left pending payment
+            self._recovered.schedule(order_no, order.left_pending_at)
         return []
+
+    def _resolve(self, order_no: str, left_at: float) -> Alert | None:
+        return self.book.resolve(order_no, left_at, "order left pending payment")
 
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
         out = []
@@ -58,14 +61,21 @@ class CallbackLost:
                 f"paid at {gateway} {duration_text(self.after)} ago, order still pending payment")
             if alert is not None:
                 out.append(alert)
-            if left is not None:  # the fix arrived late: it already happened in event time
-                out.append(self.book.resolve(order_no, left))
+            if left is not None:  # already fixed, later than the deadline
+                self._recovered.schedule(order_no, left)
+        for order_no, _ in list(self._recovered.due(now)):
+            order = orders.get(order_no)
+            left = order.left_pending_at if order is not None else now
+            alert = self._resolve(order_no, left if left is not None else now)
+            if alert is not None:
+                out.append(alert)
         return out
 
     def forget(self, order_no: str) -> None:
         self._due.cancel(order_no)
         self._gateway.pop(order_no, None)
         self._alerted.discard(order_no)
+        self._recovered.cancel(order_no)
 
 
 def notify_failed(data: Mapping) -> bool:

@@ -24,25 +24,33 @@ class DuplicateShipRequest:
     def __init__(self, thresholds: Thresholds = Thresholds()) -> None:
         self.min_requests = thresholds.duplicate_ship_min_requests
         self.book = AlertBook(self.name, "warning", hold_s=thresholds.instant_alert_hold_s)
-        self._requests: dict[str, set[str]] = {}
+        # order → request id → (earliest event time, warehouse named by that event)
+        self._requests: dict[str, dict[str, tuple[float, str]]] = {}
 
     def learn_one(self, event: Event, order: OrderState) -> list[Alert]:
-        if event.stream != "order" or event.data["action"] not in SHIP_ACTIONS:
+        data = event.data
+        if event.stream != "order" or data["action"] not in SHIP_ACTIONS:
             return []
-        requests = self._requests.setdefault(event.order_no, set())
-        requests.add(event.data.get("request_id") or "")
+        requests = self._requests.setdefault(event.order_no, {})
+        rid = data.get("request_id") or ""
+        seen = requests.get(rid)
+        if seen is None or event.ts < seen[0]:
+            requests[rid] = (event.ts, data.get("warehouse") or "")
         if len(requests) < self.min_requests:
             return []
+        first = sorted(requests.values())[: self.min_requests]
         labels = {"order_no": event.order_no}
-        if order.warehouse:
-            labels["warehouse"] = order.warehouse
-        alert = self.book.fire(
-            event.order_no, labels, event.ts, float(len(requests)),
-            f"{len(requests)} ship requests with distinct request ids")
-        return [alert] if alert is not None else []
+        warehouse = next((w for _, w in first if w), "")
+        if warehouse:
+            labels["warehouse"] = warehouse
+        self.book.propose(
+            event.order_no, labels, first[-1][0], float(self.min_requests),
+            f"{self.min_requests} ship requests with distinct request ids within "
+            f"{first[-1][0] - first[0][0]:.1f} s")
+        return []
 
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
-        return self.book.expire_holds(now)
+        return self.book.release(now)
 
     def forget(self, order_no: str) -> None:
         self._requests.pop(order_no, None)
@@ -56,7 +64,6 @@ class DuplicateOrder:
         self.book = AlertBook(self.name, "warning", hold_s=thresholds.instant_alert_hold_s)
         # user → recent creates: (created_at, order_no, fingerprint)
         self._recent: dict[str, list[tuple[float, str, tuple]]] = {}
-        self._duplicates: set[str] = set()
         self._expiry = Deadlines()  # user → when their newest create leaves the window
 
     def keys(self, event: Event) -> tuple[str, ...]:
@@ -70,29 +77,20 @@ class DuplicateOrder:
         items = tuple(sorted((item["sku"], item["qty"]) for item in data["items"]))
         fp = (items, round(float(data["amount"]), 2))
         recent = self._recent.setdefault(key, [])
-        out = []
+        mine = (event.ts, event.order_no)
         for ts, order_no, other_fp in recent:
             if other_fp != fp or order_no == event.order_no or abs(ts - event.ts) > self.window:
                 continue
             # the later-created order is the duplicate of the earlier one
-            if (event.ts, event.order_no) > (ts, order_no):
-                dup, dup_at, original = event.order_no, event.ts, order_no
-            else:
-                dup, dup_at, original = order_no, ts, event.order_no
-            if dup in self._duplicates:
-                continue
-            self._duplicates.add(dup)
-            alert = self.book.fire(
-                dup, {"order_no": dup, "user_id": key}, dup_at, 1.0,
-                f"same user, items and amount as {original}, created "
-                f"{abs(dup_at - min(ts, event.ts)):.0f} s apart")
-            if alert is not None:
-                out.append(alert)
+            (first_at, original), (dup_at, dup) = sorted([mine, (ts, order_no)])
+            self.book.propose(dup, {"order_no": dup, "user_id": key}, dup_at, 1.0,
+                              f"same user, items and amount as {original}, created "
+                              f"{dup_at - first_at:.0f} s later")
         recent.append((event.ts, event.order_no, fp))
         latest = self._expiry.when(key)
         if latest is None or event.ts + self.window > latest:
             self._expiry.schedule(key, event.ts + self.window)
-        return out
+        return []
 
     def advance(self, now: float) -> list[Alert]:
         for user, _ in list(self._expiry.due(now)):
@@ -102,7 +100,4 @@ class DuplicateOrder:
                 self._expiry.schedule(user, max(entry[0] for entry in kept) + self.window)
             else:
                 del self._recent[user]
-        resolved = self.book.expire_holds(now)
-        for alert in resolved:
-            self._duplicates.discard(alert.labels["order_no"])
-        return resolved
+        return self.book.release(now)

@@ -43,15 +43,15 @@ class LockTtlOverrun:
         if held is None or held <= ttl:
             return []
         family = lock_family(lock["key"])
-        alert = self.book.fire(
+        self.book.propose(
             (event.order_no, family), {"order_no": event.order_no, "lock_family": family},
             event.ts, float(held),
             f"{event.data['action']} held {lock['key']} for {held / 1000:.1f} s, "
             f"longer than its {ttl / 1000:.1f} s TTL")
-        return [alert] if alert is not None else []
+        return []
 
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
-        return self.book.expire_holds(now)
+        return self.book.release(now)
 
     def forget(self, order_no: str) -> None:
         """Nothing per order is kept beyond the open alerts, which resolve on their own."""

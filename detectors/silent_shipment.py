@@ -35,6 +35,7 @@ class SilentShipment:
         self.book = AlertBook(self.name, "warning")
         self._due = Deadlines()  # (order_no, waybill) → ship time + carrier limit
         self._waybills: dict[str, dict[str, _Waybill]] = {}  # order_no → waybill → facts
+        self._scanned = Deadlines()  # firing waybill → its first scan, resolved once passed
 
     def limit_for(self, carrier: str) -> float:
         return self.fast_limit if carrier in self.fast else self.limit
@@ -45,11 +46,9 @@ class SilentShipment:
             waybill = self._waybill(event.order_no, data["waybill_no"])
             if waybill.first_scan is None or event.ts < waybill.first_scan:
                 waybill.first_scan = event.ts
-            alert = self.book.resolve((event.order_no, data["waybill_no"]), event.ts)
-            if alert is not None:
-                alert.summary = (f"{data['carrier']} scanned waybill {data['waybill_no']} "
-                                 f"({data['event']})")
-                return [alert]
+                key = (event.order_no, data["waybill_no"])
+                if self.book.is_firing(key):
+                    self._scanned.schedule(key, event.ts)
         elif event.stream == "order" and data["action"] == "ship" and data["result"] == "ok":
             waybill = self._waybill(event.order_no, data["waybill_no"])
             if waybill.shipped_at is None or event.ts < waybill.shipped_at:
@@ -76,12 +75,22 @@ class SilentShipment:
             if alert is not None:
                 out.append(alert)
             if first is not None:
-                out.append(self.book.resolve(key, first))
+                self._scanned.schedule(key, first)
+        for key, _ in list(self._scanned.due(now)):
+            waybill = self._waybills[key[0]][key[1]]
+            alert = self._resolve(key, waybill)
+            if alert is not None:
+                out.append(alert)
         return out
+
+    def _resolve(self, key: tuple[str, str], waybill: _Waybill) -> Alert | None:
+        return self.book.resolve(key, waybill.first_scan,
+                                 f"{waybill.carrier} scanned waybill {key[1]}")
 
     def forget(self, order_no: str) -> None:
         for waybill_no in self._waybills.pop(order_no, {}):
             self._due.cancel((order_no, waybill_no))
+            self._scanned.cancel((order_no, waybill_no))
 
     def _waybill(self, order_no: str, waybill_no: str) -> _Waybill:
         waybills = self._waybills.setdefault(order_no, {})

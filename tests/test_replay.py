@@ -1,0 +1,196 @@
+"""End to end through the CLI, as a user runs it: simulate → replay → ClickHouse and alerts."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import orderwatch
+
+from orderwatch.engine.scoring import format_table, score
+
+HEADLINE = ("callback_lost", "callback_failure_rate", "silent_shipment", "lock_ttl_overrun",
+            "lock_contention", "duplicate_ship_request", "duplicate_order")
+TABLES = ("events", "order_state", "health_metrics", "alerts", "dead_letters")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def counts(dsn: str) -> dict[str, int]:
+    query = " UNION ALL ".join(f"SELECT '{t}', count() FROM orderwatch.{t}" for t in TABLES)
+    result = orderwatch("sql", "--clickhouse", dsn, query)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in result.stdout.strip().splitlines()[1:]]
+    return {name: int(n) for name, n in rows}
+
+
+def replay(files: list[Path], dsn: str, alerts: Path) -> str:
+    result = orderwatch("replay", *map(str, files), "--clickhouse", dsn,
+                        "--alerts-out", str(alerts))
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    """20,000 orders with every fault scenario switched on, replayed once."""
+    d = tmp_path_factory.mktemp("faulty")
+    sim = orderwatch("simulate", "--out", str(d / "events.jsonl"), "--labels",
+                     str(d / "labels.jsonl"), "--orders", "20000", "--faults", "all",
+                     "--seed", "11")
+    assert sim.returncode == 0, sim.stderr
+    dsn = f"chdb://{d / 'ch'}"
+    summary = replay([d / "events.jsonl"], dsn, d / "alerts.jsonl")
+    return d, dsn, summary
+
+
+def test_headline_faults_all_found_and_clean_orders_quiet(faulty):
+    d, _, summary = faulty
+    labels = read_jsonl(d / "labels.jsonl")
+    alerts = read_jsonl(d / "alerts.jsonl")
+    result = score(alerts, labels)
+    print("\n" + summary + "\n" + format_table(result))
+    for name in HEADLINE:
+        q = result[name]
+        assert q.labelled > 0, f"the simulation injected no {name}"
+        assert q.recall == 1.0, q.as_dict()
+        assert q.precision >= 0.99, q.as_dict()
+    faulty_orders = {label["order_no"] for label in labels if label["order_no"]}
+    events = read_jsonl(d / "events.jsonl")
+    clean = {e["order_no"] for e in events} - faulty_orders
+    noisy = {a["labels"]["order_no"] for a in alerts
+             if a["alert"] in HEADLINE and a["labels"].get("order_no") in clean}
+    print(f"clean orders {len(clean):,}, with a headline alert {len(noisy)}")
+    assert len(clean) > 15000 and len(noisy) / len(clean) <= 0.01
+
+
+def test_every_alert_notification_has_the_contract_shape(faulty):
+    d, _, _ = faulty
+    for alert in read_jsonl(d / "alerts.jsonl")[:2000]:
+        assert {"alert", "status", "severity", "labels", "starts_at", "ends_at", "value",
+                "summary"} <= set(alert)
+        assert alert["status"] in ("firing", "resolved")
+        assert (alert["ends_at"] is None) == (alert["status"] == "firing")
+        assert "order_no" in alert["labels"] or set(alert["labels"]) & {
+            "gateway", "carrier", "channel", "warehouse", "lock_family"}
+
+
+def test_replaying_the_same_file_twice_changes_no_count(faulty):
+    d, dsn, _ = faulty
+    before = counts(dsn)
+    assert before["events"] > 250_000 and before["order_state"] == 20_000
+    assert all(before[t] > 0 for t in ("health_metrics", "alerts"))
+    replay([d / "events.jsonl"], dsn, d / "alerts-again.jsonl")
+    assert counts(dsn) == before
+    assert sorted(read_jsonl(d / "alerts.jsonl"), key=json.dumps) == \
+        sorted(read_jsonl(d / "alerts-again.jsonl"), key=json.dumps)
+
+
+BAD_LINES = [
+    b"this is not json",
+    b'{"event_id": "x1", "stream": "order"',
+    b'{"stream":"order","order_no":"O1","occurred_at":"2026-02-23T10:00:00+08:00"}',
+    b'{"event_id":"x2","stream":"order","order_no":"O1","occurred_at":"2026-02-23T10:00:00+08:00",'
+    b'"action":"pay","result":"ok","status":"paid","source":"oms","request_id":7}',
+    b'{"event_id":"x3","stream":"order","order_no":"O1","occurred_at":"2026-02-23T10:00:00+08:00",'
+    b'"action":"teleport","result":"ok","status":"paid","source":"oms"}',
+    b'{"event_id":"x4","stream":"logistics","order_no":"O1","occurred_at":"yesterday",'
+    b'"carrier":"SF","waybill_no":"W","event":"picked_up"}',
+    b'{"event_id":"x5","stream":"logistics","order_no":"O1","occurred_at":"2026-02-23T10:00:00",'
+    b'"carrier":"SF","waybill_no":"W","event":"picked_up"}',
+    b"[1, 2, 3]",
+    b"\xff\xfe\x00 not utf-8",
+    b'{"event_id":"x6","stream":"logistics","order_no":"O1","occurred_at":"2026-02-23T10:00:00Z",'
+    b'"carrier":"SF","waybill_no":"W","event":"picked_up","pad":"' + b"x" * (10 << 20) + b'"}',
+]
+
+
+def test_salted_file_dead_letters_every_bad_line_and_processes_every_good_one(tmp_path):
+    sim = orderwatch("simulate", "--out", str(tmp_path / "clean.jsonl"), "--orders", "800",
+                     "--faults", "all", "--seed", "3")
+    assert sim.returncode == 0, sim.stderr
+    good = (tmp_path / "clean.jsonl").read_bytes().splitlines()
+    lines = list(good)
+    rng = random.Random(9)
+    for bad in BAD_LINES:
+        lines.insert(rng.randrange(len(lines)), bad)
+    bad_positions = {i + 1 for i, line in enumerate(lines) if line in BAD_LINES}
+    (tmp_path / "salted.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+
+    salted_dsn = f"chdb://{tmp_path / 'salted-ch'}"
+    summary = replay([tmp_path / "salted.jsonl"], salted_dsn, tmp_path / "salted-alerts.jsonl")
+    assert f"dead letters       {len(BAD_LINES)}" in summary
+    result = orderwatch("sql", "--clickhouse", salted_dsn,
+                        "SELECT position, length(payload), reason FROM orderwatch.dead_letters "
+                        "ORDER BY position")
+    rows = [line.split("\t") for line in result.stdout.strip().splitlines()[1:]]
+    assert {int(r[0]) for r in rows} == bad_positions
+    assert all(r[2] for r in rows), "every dead letter says why"
+    assert max(int(r[1]) for r in rows) > 10 << 20, "the 10 MB line is kept whole"
+    reasons = " | ".join(r[2] for r in rows)
+    for expected in ("not JSON", "missing required field", "must be a string",
+                     "unknown value 'teleport'", "bad timestamp", "not a JSON object",
+                     "exceeds the"):
+        assert expected in reasons
+
+    clean_dsn = f"chdb://{tmp_path / 'clean-ch'}"
+    replay([tmp_path / "clean.jsonl"], clean_dsn, tmp_path / "clean-alerts.jsonl")
+    salted, clean = counts(salted_dsn), counts(clean_dsn)
+    assert salted["dead_letters"] == len(BAD_LINES) and clean["dead_letters"] == 0
+    assert {t: salted[t] for t in TABLES[:4]} == {t: clean[t] for t in TABLES[:4]}
+    assert sorted(read_jsonl(tmp_path / "salted-alerts.jsonl"), key=json.dumps) == \
+        sorted(read_jsonl(tmp_path / "clean-alerts.jsonl"), key=json.dumps)
+
+
+def test_streams_split_over_files_give_the_same_alerts(tmp_path):
+    sim = orderwatch("simulate", "--out", str(tmp_path / "all.jsonl"), "--orders", "3000",
+                     "--faults", "all", "--seed", "21")
+    assert sim.returncode == 0, sim.stderr
+    files = {s: (tmp_path / f"{s}.jsonl").open("wb") for s in ("order", "callback", "logistics")}
+    for line in (tmp_path / "all.jsonl").read_bytes().splitlines():
+        files[orjson.loads(line)["stream"]].write(line + b"\n")
+    for f in files.values():
+        f.close()
+    replay([tmp_path / "all.jsonl"], f"chdb://{tmp_path / 'one'}", tmp_path / "one.jsonl")
+    replay([tmp_path / f"{s}.jsonl" for s in files], f"chdb://{tmp_path / 'three'}",
+           tmp_path / "three.jsonl")
+    one, three = read_jsonl(tmp_path / "one.jsonl"), read_jsonl(tmp_path / "three.jsonl")
+    assert len(one) > 100
+    assert sorted(one, key=json.dumps) == sorted(three, key=json.dumps)
+
+
+def _event(eid: str, t: str, **fields) -> bytes:
+    return orjson.dumps({"event_id": eid, "order_no": "ORD1", "occurred_at": t, **fields})
+
+
+def test_timeouts_fire_up_to_the_last_event_time_and_none_later(tmp_path):
+    create = _event("c", "2026-02-23T10:00:00+08:00", stream="order", action="create",
+                    result="ok", status="pending_payment", source="oms", user_id="U",
+                    channel="web", amount=1.0, items=[{"sku": "A", "qty": 1}],
+                    grace_period_s=172800)
+    paid = _event("n", "2026-02-23T10:01:00+08:00", stream="callback", gateway="alipay",
+                  kind="notify", trade_status="SUCCESS", paid_at="2026-02-23T10:01:00+08:00",
+                  http_status=403, signature_valid=True)
+    other = "ORD2"
+
+    def tick(t: str) -> bytes:  # another order's event: only moves event time on
+        return orjson.dumps({"event_id": "t" + t, "order_no": other, "occurred_at": t,
+                             "stream": "logistics", "carrier": "SF", "waybill_no": "W",
+                             "event": "in_transit"})
+
+    inside = tmp_path / "inside.jsonl"
+    inside.write_bytes(b"\n".join([create, paid, tick("2026-02-23T10:10:59+08:00")]) + b"\n")
+    replay([inside], f"chdb://{tmp_path / 'a'}", tmp_path / "a.jsonl")
+    assert [a for a in read_jsonl(tmp_path / "a.jsonl") if a["alert"] == "callback_lost"] == []
+
+    due = tmp_path / "due.jsonl"
+    due.write_bytes(b"\n".join([create, paid, tick("2026-02-23T10:11:00+08:00")]) + b"\n")
+    replay([due], f"chdb://{tmp_path / 'b'}", tmp_path / "b.jsonl")
+    fired = [a for a in read_jsonl(tmp_path / "b.jsonl") if a["alert"] == "callback_lost"]
+    assert [(a["status"], a["starts_at"]) for a in fired] == [
+        ("firing", "2026-02-23T10:11:00+08:00")]

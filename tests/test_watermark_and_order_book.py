@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from conftest import HOUR, T0, order_event, ship
+
+from orderwatch.detectors.order_book import OrderBook
+from orderwatch.pipelines.watermark import NEVER, MinOfUpstreams, WatermarkTracker
+
+
+def test_watermark_waits_for_every_partition_and_follows_the_slowest():
+    wm = WatermarkTracker(lateness_s=60, expected_partitions=2)
+    wm.observe("orders.jsonl", 1000.0, False, 2)
+    assert wm.watermark() == NEVER  # callbacks.jsonl has not reported yet
+    wm.observe("callbacks.jsonl", 5000.0, False, 2)
+    assert wm.watermark() == 1000.0 - 60
+    wm.observe("orders.jsonl", 2000.0, True, 2)  # orders ended: no longer holds back
+    assert wm.watermark() == 5000.0 - 60
+    wm.observe("callbacks.jsonl", 6000.0, True, 2)
+    assert wm.all_ended and wm.watermark() == 6000.0  # the end: no lateness left
+
+
+def test_watermark_never_goes_back():
+    wm = WatermarkTracker(lateness_s=0)
+    wm.observe("p", 100.0, False, 1)
+    wm.observe("p", 50.0, False, 1)
+    assert wm.watermark() == 100.0
+
+
+def test_min_of_upstreams():
+    m = MinOfUpstreams(expected=2)
+    m.observe("a", 10.0)
+    assert m.watermark() == NEVER
+    m.observe("b", 5.0)
+    m.observe("a", 3.0)
+    assert m.watermark() == 5.0
+
+
+def test_book_drops_redeliveries_and_tracks_status_by_event_time():
+    book = OrderBook()
+    create = order_event("B1", 0, "create", "pending_payment")
+    pay = order_event("B1", 60, "pay", "paid", prev_status="pending_payment")
+    assert book.apply(create)[1] and book.apply(pay)[1]
+    assert book.apply(create)[1] is False  # same event_id again
+    late = order_event("B1", 30, "status_sync", "pending_payment")
+    order, fresh = book.apply(late)
+    assert fresh and order.status == "paid" and order.left_pending_at == T0 + 60
+
+
+def test_finished_orders_leave_memory_after_retention_idle_ones_after_max_idle():
+    book = OrderBook(finished_retention_s=HOUR, max_idle_s=48 * HOUR)
+    book.apply(order_event("F1", 0, "create", "pending_payment"))
+    book.apply(order_event("F1", 60, "cancel", "cancelled"))
+    book.apply(ship("S1", 0))
+    assert book.expire(T0 + 30 * 60) == []
+    assert book.expire(T0 + 60 + HOUR) == ["F1"]
+    assert book.expire(T0 + 47 * HOUR) == []
+    assert book.expire(T0 + 48 * HOUR) == ["S1"]
+    assert len(book) == 0
