@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from orderwatch.config import Thresholds
+from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
 from orderwatch.detectors.base import Alert, AlertBook, Deadlines
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.detectors.sliding_window import SlidingCounts
@@ -20,7 +20,7 @@ from orderwatch.timestamps import duration_text
 class CallbackLost:
     name = "callback_lost"
 
-    def __init__(self, thresholds: Thresholds = Thresholds()) -> None:
+    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.after = thresholds.callback_lost_after_s
         self.book = AlertBook(self.name, "critical")
         self._due = Deadlines()  # order_no → paid_at + after
@@ -86,7 +86,7 @@ def notify_failed(data: Mapping) -> bool:
 class CallbackFailureRate:
     name = "callback_failure_rate"
 
-    def __init__(self, thresholds: Thresholds = Thresholds()) -> None:
+    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.ratio = thresholds.callback_failure_ratio
         self.min_count = thresholds.callback_failure_min_count
         self.window = thresholds.callback_failure_window_s

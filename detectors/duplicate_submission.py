@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from orderwatch.config import Thresholds
+from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
 from orderwatch.detectors.base import Alert, AlertBook, Deadlines
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.events import Event
@@ -21,7 +21,7 @@ SHIP_ACTIONS = frozenset({"ship_request", "ship"})
 class DuplicateShipRequest:
     name = "duplicate_ship_request"
 
-    def __init__(self, thresholds: Thresholds = Thresholds()) -> None:
+    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.min_requests = thresholds.duplicate_ship_min_requests
         self.book = AlertBook(self.name, "warning", hold_s=thresholds.instant_alert_hold_s)
         # order → request id → (earliest event time, warehouse named by that event)
@@ -59,7 +59,7 @@ class DuplicateShipRequest:
 class DuplicateOrder:
     name = "duplicate_order"
 
-    def __init__(self, thresholds: Thresholds = Thresholds()) -> None:
+    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.window = thresholds.duplicate_order_window_s
         self.book = AlertBook(self.name, "warning", hold_s=thresholds.instant_alert_hold_s)
         # user → recent creates: (created_at, order_no, fingerprint)

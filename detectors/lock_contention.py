@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from orderwatch.config import Thresholds
+from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
 from orderwatch.detectors.base import Alert, AlertBook
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.detectors.sliding_window import SlidingCounts
@@ -32,7 +32,7 @@ def lock_family(key: str) -> str:
 class LockTtlOverrun:
     name = "lock_ttl_overrun"
 
-    def __init__(self, thresholds: Thresholds = Thresholds()) -> None:
+    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.book = AlertBook(self.name, "warning", hold_s=thresholds.instant_alert_hold_s)
 
     def learn_one(self, event: Event, order: OrderState) -> list[Alert]:
@@ -64,7 +64,7 @@ _WAIT_BOUNDS = tuple(round(1.5 ** i, 1) for i in range(1, 26))  # 1.5 ms … 25 
 class LockContention:
     name = "lock_contention"
 
-    def __init__(self, thresholds: Thresholds = Thresholds()) -> None:
+    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.slow_ms = thresholds.lock_wait_p95_ms
         self.failure_ratio = thresholds.lock_failure_ratio
         self.min_count = thresholds.lock_min_count

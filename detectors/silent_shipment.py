@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from orderwatch.config import Thresholds
+from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
 from orderwatch.detectors.base import Alert, AlertBook, Deadlines
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.events import Event
@@ -28,7 +28,7 @@ class _Waybill:
 class SilentShipment:
     name = "silent_shipment"
 
-    def __init__(self, thresholds: Thresholds = Thresholds()) -> None:
+    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.fast = frozenset(thresholds.silent_fast_carriers)
         self.fast_limit = thresholds.silent_fast_limit_s
         self.limit = thresholds.silent_default_limit_s

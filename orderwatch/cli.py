@@ -200,8 +200,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     def on_interrupt(signum, frame):  # first Ctrl-C: finish cleanly; second: abort
         if stop.is_set():
             raise KeyboardInterrupt
-        print("\nstopping: flushing state and writing results…", flush=True)
         stop.set()
+        # not print(): the main thread may be inside print() right now (reentrant write)
+        os.write(sys.stderr.fileno(), "\nstopping: flushing state, writing results…\n".encode())
 
     signal.signal(signal.SIGINT, on_interrupt)
     signal.signal(signal.SIGTERM, on_interrupt)
@@ -218,16 +219,34 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
-    from orderwatch.pipelines.clickhouse_client import connect, parse_dsn
+    from orderwatch.pipelines.clickhouse_client import connect, held_by_another_process, parse_dsn
 
     settings = _with_dsn(settings, args.clickhouse, args.data or (
         None if args.clickhouse or "ORDERWATCH_CLICKHOUSE_DSN" in os.environ else "./data"))
     target = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database)
+    if held_by_another_process(target):
+        # `orderwatch run` holds the embedded data: ask it, over its loopback endpoint
+        return _sql_via_running_process(args.query, settings)
     client = connect(target)
     result = client.query(args.query)
     print("\t".join(result.column_names))
     for row in result.result_rows:
         print("\t".join("" if v is None else str(v) for v in row))
+    return 0
+
+
+def _sql_via_running_process(query: str, settings: Settings) -> int:
+    import httpx
+
+    url = f"http://{settings.metrics_host}:{settings.metrics_port}/query"
+    try:
+        response = httpx.post(url, content=query.encode(), timeout=60)
+    except httpx.TransportError as exc:
+        raise UsageError(f"the embedded data is locked by another process and {url} does "
+                         f"not answer ({exc})") from None
+    if response.status_code != 200:
+        raise UsageError(f"query failed: {response.text.strip()}")
+    sys.stdout.write(response.text)
     return 0
 
 

@@ -40,6 +40,9 @@ class Thresholds:
     instant_alert_hold_s: float = 1 * HOUR
 
 
+DEFAULT_THRESHOLDS = Thresholds()
+
+
 @dataclass(frozen=True, slots=True)
 class PipelineSettings:
     # Orders are spread over this many keyed shards; a shard is the unit of Bytewax state.

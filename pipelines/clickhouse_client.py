@@ -7,6 +7,7 @@ process, so clients are shared per DSN.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 from dataclasses import dataclass
@@ -63,3 +64,34 @@ def connect(target: Target):
                     password=unquote(parts.password or ""), secure=parts.scheme == "https")
             _clients[target.dsn] = client
         return client
+
+
+def connect_read_only(target: Target):
+    """A separate client whose session is read-only for good (`SET readonly = 1`).
+
+    Not the shared client: clickhouse-connect's chDB backend applies per-call settings
+    with SET and cannot restore them once readonly is on, which would leave the writer's
+    session read-only.
+    """
+    connect(target)  # the embedded engine must be initialised (and the path checked) first
+    client = clickhouse_connect.get_client(dsn=target.dsn) if target.embedded else None
+    if client is None:
+        raise ConfigError("read-only queries through OrderWatch are for the embedded mode")
+    client.command("SET readonly = 1")
+    return client
+
+
+def held_by_another_process(target: Target) -> bool:
+    """Does another process have this embedded data directory open (chDB's `status` lock)?"""
+    if not target.embedded or target.dsn in _clients:
+        return False
+    status = os.path.join(target.dsn[len("chdb://"):], "status")
+    if not os.path.exists(status):
+        return False
+    with open(status, "rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False

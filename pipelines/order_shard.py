@@ -102,7 +102,8 @@ class OrderShard:
                 out.alerts.extend(det.learn_one(event, order))
             for i, router in enumerate(self.routers):
                 for key in router.keys(event):
-                    routed.setdefault(shard_of(f"{i}:{key}", n_aggr), []).append((i, key, event))
+                    target = shard_of(f"{i}:{key}", n_aggr)
+                    routed.setdefault(target, []).append((i, key, event))
             partials.add(event)
         out.rows["events"] = fresh_rows
         self.watermark.observe(inp.partition, inp.max_ts, inp.ended, inp.partitions)
@@ -122,7 +123,9 @@ class OrderShard:
             cells_by_shard.setdefault(target, {}).update(cells)
         out.metric_cells = partials.cells
         for target in self.aggregate_shards:  # every aggregate shard hears the watermark
-            out.to_aggregates.append((target, AggregateInput(
-                target, self.shard, self.now, routed.get(target, []), cells_by_shard.get(target, {}))))
+            items = routed.get(target, [])
+            cells = cells_by_shard.get(target, {})
+            out.to_aggregates.append(
+                (target, AggregateInput(target, self.shard, self.now, items, cells)))
         out.open_orders = len(self.book)
         return out

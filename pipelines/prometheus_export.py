@@ -8,12 +8,16 @@ instead of calling `Counter.inc()` once per event.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, \
-    HistogramMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from orderwatch.detectors.health_metrics import WAIT_BOUNDS_MS
@@ -204,8 +208,3 @@ def make_registry(exporter: Exporter) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(exporter)
     return registry
-
-
-def serve(exporter: Exporter, host: str, port: int) -> Iterable:
-    """Serve /metrics in a background thread; returns (server, thread)."""
-    return start_http_server(port, addr=host, registry=make_registry(exporter))

@@ -14,11 +14,18 @@ from bytewax.testing import run_main
 from orderwatch.alerts.outputs import Notifier
 from orderwatch.config import Settings
 from orderwatch.detectors.base import Alert
-from orderwatch.pipelines.clickhouse_client import Target, connect, parse_dsn, write_lock
+from orderwatch.pipelines.clickhouse_client import (
+    Target,
+    connect,
+    connect_read_only,
+    parse_dsn,
+    write_lock,
+)
 from orderwatch.pipelines.clickhouse_schema import migrate, settle
 from orderwatch.pipelines.dataflow import build_flow
 from orderwatch.pipelines.decoding import Chunk
-from orderwatch.pipelines.prometheus_export import Exporter, serve
+from orderwatch.pipelines.http_endpoint import serve
+from orderwatch.pipelines.prometheus_export import Exporter
 from orderwatch.pipelines.sinks import AlertSink, ClickHouseSink
 from orderwatch.timestamps import to_rfc3339
 
@@ -89,7 +96,15 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
     exporter = exporter or Exporter()
     server = None
     if serve_metrics:
-        server = serve(exporter, settings.metrics_host, settings.metrics_port)
+        reader = connect_read_only(target) if target.embedded else None
+
+        def read_only(sql: str) -> tuple[list[str], list[tuple]]:
+            with write_lock:
+                result = reader.query(sql)
+            return list(result.column_names), result.result_rows
+
+        server = serve(exporter, settings.metrics_host, settings.metrics_port,
+                       read_only if reader is not None else None)
     alerts: Counter = Counter()
 
     def count(alert: Alert) -> None:
@@ -112,7 +127,7 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
         for notifier in notifiers:
             notifier.close()
         if server is not None:
-            server[0].shutdown()
+            server.shutdown()
     with write_lock:
         settle(client, target.database)
     mark = exporter.value("orderwatch_event_time_watermark_seconds")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from conftest import HOUR, MIN, T0, callback, lock, order_event, scan, ship
-
 from orderwatch.config import Thresholds
 from orderwatch.detectors.base import run_on
 from orderwatch.detectors.callback_health import CallbackFailureRate, CallbackLost
 from orderwatch.detectors.duplicate_submission import DuplicateOrder, DuplicateShipRequest
 from orderwatch.detectors.lock_contention import LockContention, LockTtlOverrun, lock_family
 from orderwatch.detectors.silent_shipment import SilentShipment
+
+from conftest import HOUR, MIN, T0, callback, lock, order_event, scan, ship
 
 
 def statuses(alerts, name):

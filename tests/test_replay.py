@@ -8,9 +8,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import orderwatch
 
 from orderwatch.engine.scoring import format_table, score
+
+from conftest import orderwatch
 
 HEADLINE = ("callback_lost", "callback_failure_rate", "silent_shipment", "lock_ttl_overrun",
             "lock_contention", "duplicate_ship_request", "duplicate_order")

@@ -1,10 +1,12 @@
+import itertools
+
 from orderwatch.engine import state_machine as sm
 
 
 def test_happy_path_is_legal():
     path = [None, "pending_payment", "paid", "pending_review", "awaiting_shipment", "shipped",
             "delivered", "pending_settlement", "completed"]
-    for prev, new in zip(path, path[1:], strict=False):
+    for prev, new in itertools.pairwise(path):
         assert sm.is_legal(prev, new), (prev, new)
 
 
@@ -24,7 +26,7 @@ def test_illegal_jumps():
 
 def test_staying_put_is_legal_and_finished_states():
     assert all(sm.is_legal(s, s) for s in sm.STATUSES)
-    assert sm.FINISHED == {"completed", "cancelled", "refunded"}
+    assert {"completed", "cancelled", "refunded"} == sm.FINISHED
     assert sm.WAITS["pending_review"].limit_s == 2 * 3600
 
 

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from conftest import HOUR, T0, order_event, ship
-
 from orderwatch.detectors.order_book import OrderBook
 from orderwatch.pipelines.watermark import NEVER, MinOfUpstreams, WatermarkTracker
+
+from conftest import HOUR, T0, order_event, ship
 
 
 def test_watermark_waits_for_every_partition_and_follows_the_slowest():

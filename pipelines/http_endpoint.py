@@ -1,0 +1,81 @@
+"""The process's HTTP endpoint: `/metrics`, `/-/healthy`, and read-only SQL on `/query`.
+
+chDB keeps its data directory locked while `orderwatch run` writes to it, so another
+process cannot open it; `/query?query=SELECT…` answers from the running process instead,
+in ClickHouse's TabSeparatedWithNames, with `readonly=1` (no writes, no DDL). It is
+served only on a loopback address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from orderwatch.pipelines.prometheus_export import Exporter, make_registry
+
+QueryRunner = Callable[[str], tuple[list[str], list[tuple]]]
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log on the console: it is for alerts."""
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def make_app(exporter: Exporter, query: QueryRunner | None):
+    metrics = make_wsgi_app(make_registry(exporter))
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics(environ, start_response)
+        if path == "/-/healthy":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"OK\n"]
+        if path == "/query" and query is not None:
+            return _query(environ, start_response, query)
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: try /metrics or /query?query=SELECT 1\n"]
+
+    return app
+
+
+def _query(environ: dict, start_response: Callable, query: QueryRunner) -> Iterable[bytes]:
+    sql = parse_qs(environ.get("QUERY_STRING", "")).get("query", [""])[0]
+    if environ.get("REQUEST_METHOD") == "POST":
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        sql = (environ["wsgi.input"].read(length).decode() if length else "") or sql
+    if not sql.strip():
+        start_response("400 Bad Request", [("Content-Type", "text/plain")])
+        return [b"missing query: /query?query=SELECT 1\n"]
+    try:
+        columns, rows = query(sql)
+    except Exception as exc:
+        start_response("400 Bad Request", [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"{exc}\n".encode()]
+    lines = ["\t".join(columns)]
+    lines += ["\t".join("" if v is None else str(v) for v in row) for row in rows]
+    start_response("200 OK", [("Content-Type", "text/tab-separated-values; charset=utf-8")])
+    return [("\n".join(lines) + "\n").encode()]
+
+
+def serve(exporter: Exporter, host: str, port: int, query: QueryRunner | None = None):
+    """Serve in a daemon thread; returns the server (call `shutdown()` to stop)."""
+    app = make_app(exporter, query if is_loopback(host) else None)
+    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True,
+                     name="orderwatch-http").start()
+    return server

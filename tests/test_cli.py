@@ -1,0 +1,51 @@
+"""The command line contract: verbs, flags, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import orjson
+
+from conftest import orderwatch
+
+
+def test_usage_errors_exit_2_with_one_line():
+    for args in (["replay"], ["run", "--rate", "-5"], ["simulate", "--faults", "meteor",
+                                                        "--out", "x.jsonl"], ["frobnicate"]):
+        result = orderwatch(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.strip(), args
+
+
+def test_configuration_errors_exit_2(tmp_path):
+    events = tmp_path / "e.jsonl"
+    events.write_text("")
+    missing = orderwatch("replay", str(tmp_path / "nope.jsonl"))
+    assert missing.returncode == 2 and "no such event file" in missing.stderr
+    bad_dsn = orderwatch("replay", str(events), "--clickhouse", "mysql://db:3306/x")
+    assert bad_dsn.returncode == 2
+    assert bad_dsn.stderr.count("\n") == 1 and "unsupported ClickHouse DSN" in bad_dsn.stderr
+    bad_env = orderwatch("replay", str(events), env={"ORDERWATCH_METRICS_PORT": "many"})
+    assert bad_env.returncode == 2 and "ORDERWATCH_METRICS_PORT" in bad_env.stderr
+
+
+def test_simulate_is_deterministic_and_lists_faults(tmp_path):
+    for name in ("a", "b"):
+        result = orderwatch("simulate", "--out", str(tmp_path / f"{name}.jsonl"), "--labels",
+                            str(tmp_path / f"{name}.labels.jsonl"), "--orders", "200",
+                            "--faults", "all", "--seed", "4",
+                            "--start", "2026-03-01T00:00:00+08:00")
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    first = orjson.loads((tmp_path / "a.jsonl").read_bytes().splitlines()[0])
+    assert first["occurred_at"].startswith("2026-03-01T00:")
+    listed = orderwatch("simulate", "--list-faults")
+    assert listed.returncode == 0 and "waf_block" in listed.stdout
+
+
+def test_empty_file_replays_cleanly(tmp_path):
+    events = tmp_path / "empty.jsonl"
+    events.write_text("\n\n")
+    result = orderwatch("replay", str(events), "--clickhouse", f"chdb://{tmp_path / 'ch'}",
+                        "--alerts-out", str(tmp_path / "alerts.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert "events processed   0" in result.stdout
+    assert (tmp_path / "alerts.jsonl").read_text() == ""

@@ -1,0 +1,77 @@
+"""`orderwatch run`: live engine traffic, console alerts, /metrics that promtool accepts."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import orderwatch
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def promtool() -> str:
+    path = shutil.which("promtool")
+    assert path, "promtool missing: install Debian's prometheus package (see .ci/run)"
+    return path
+
+
+def test_run_streams_alerts_serves_metrics_and_stops_on_ctrl_c(tmp_path, promtool):
+    port = free_port()
+    exe = str(Path(sys.executable).with_name("orderwatch"))
+    proc = subprocess.Popen(
+        [exe, "-v", "run", "--rate", "2000", "--data", str(tmp_path / "data"), "--seed", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={"ORDERWATCH_METRICS_PORT": str(port), "PATH": "/usr/bin:/bin"})
+    started = time.monotonic()
+    try:
+        body = ""
+        deadline = started + 60
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            try:
+                body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            except httpx.TransportError:
+                continue
+            if 'orderwatch_alerts_total{alert="callback_lost",status="firing"}' in body:
+                break
+        assert 'orderwatch_events_total{stream="order"}' in body
+        assert 'orderwatch_alerts_total{alert="callback_lost",status="firing"}' in body
+        check = subprocess.run([promtool, "check", "metrics"], input=body, text=True,
+                               capture_output=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        names = {line.split("{")[0].split(" ")[0] for line in body.splitlines()
+                 if line and not line.startswith("#")}
+        assert all(n.startswith("orderwatch_") for n in names if not n.startswith("python_"))
+        env = {"ORDERWATCH_METRICS_PORT": str(port)}
+        query = orderwatch("sql", "--data", str(tmp_path / "data"), "SELECT alert, count() "
+                           "FROM orderwatch.alerts GROUP BY alert", env=env)
+        assert query.returncode == 0, query.stderr
+        assert "callback_lost" in query.stdout, "the README query answers during the run"
+        refused = orderwatch("sql", "--data", str(tmp_path / "data"),
+                             "DROP TABLE orderwatch.alerts", env=env)
+        assert refused.returncode == 2 and "readonly" in refused.stderr
+        time.sleep(max(0.0, started + 7 - time.monotonic()))  # the heartbeat is every 5 s
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert "[FIRING]" in out and "callback_lost" in out
+    assert "· events" in out, "a heartbeat line shows events flowing"
+    assert "summary" in out and "events processed" in out
+    after = orderwatch("sql", "--data", str(tmp_path / "data"),
+                       "SELECT count() FROM orderwatch.alerts")
+    assert after.returncode == 0 and int(after.stdout.split()[-1]) > 0
