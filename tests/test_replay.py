@@ -50,12 +50,13 @@ def faulty(tmp_path_factory):
     return d, dsn, summary
 
 
-def test_headline_faults_all_found_and_clean_orders_quiet(faulty):
+def test_headline_faults_all_found_and_clean_orders_quiet(faulty, capsys):
     d, _, summary = faulty
     labels = read_jsonl(d / "labels.jsonl")
     alerts = read_jsonl(d / "alerts.jsonl")
     result = score(alerts, labels)
-    print("\n" + summary + "\n" + format_table(result))
+    with capsys.disabled():  # the figures belong in every test log, not only on failure
+        print("\n" + summary + "\n" + format_table(result))
     for name in HEADLINE:
         q = result[name]
         assert q.labelled > 0, f"the simulation injected no {name}"
@@ -66,7 +67,8 @@ def test_headline_faults_all_found_and_clean_orders_quiet(faulty):
     clean = {e["order_no"] for e in events} - faulty_orders
     noisy = {a["labels"]["order_no"] for a in alerts
              if a["alert"] in HEADLINE and a["labels"].get("order_no") in clean}
-    print(f"clean orders {len(clean):,}, with a headline alert {len(noisy)}")
+    with capsys.disabled():
+        print(f"clean orders {len(clean):,}, with a headline alert {len(noisy)}")
     assert len(clean) > 15000 and len(noisy) / len(clean) <= 0.01
 
 
