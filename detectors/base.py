@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -191,47 +191,51 @@ class AlertBook:
         return len(self._firing)
 
 
-def collect(*groups: Iterable[Alert | None]) -> list[Alert]:
-    return [a for group in groups for a in group if a is not None]
+def run_on(events: Iterable[Event], order_detectors: Sequence[Any] = (),
+           aggregate_detectors: Sequence[Any] = (), until: float | None = None,
+           lateness_s: float = 300.0) -> list[Alert]:
+    """Feed events, in the given arrival order, to detectors, outside any dataflow.
 
-
-def run_on(events: Iterable[Event], order_detectors: list[Any] = (),  # type: ignore[assignment]
-           aggregate_detectors: list[Any] = (), until: float | None = None,  # type: ignore[assignment]
-           ) -> list[Alert]:
-    """Feed events, in the given order, to detectors, outside any dataflow.
-
-    Event time advances to the latest event seen (no lateness allowance); after the last
-    event, once more (late events may have proposed alerts), or to `until` if later.
-    This is how tests and notebooks drive detectors on hand-written event lists.
+    As in the pipeline, events wait until event time (the latest seen, minus
+    `lateness_s`) has passed them and are then applied oldest first; later ones are
+    applied on arrival. After the last event, event time goes to the latest event
+    time seen, or to `until` if that is later.
     """
+    from orderwatch.detectors.event_time import ReorderBuffer
     from orderwatch.detectors.order_book import OrderBook
 
     book = OrderBook()
+    buffer: ReorderBuffer[Event] = ReorderBuffer()
     alerts: list[Alert] = []
-    now = -float("inf")
-    for event in events:
+
+    def advance(now: float) -> None:
+        for det in order_detectors:
+            alerts.extend(det.advance(now, book.orders))
+        for det in aggregate_detectors:
+            alerts.extend(det.advance(now))
+
+    def apply(event: Event) -> None:
         order, fresh = book.apply(event)
         if not fresh:
-            continue
+            return
         for det in order_detectors:
             alerts.extend(det.learn_one(event, order))
         for det in aggregate_detectors:
             for key in det.keys(event):
                 alerts.extend(det.learn_one(event, key))
-        if event.ts > now:
-            now = event.ts
-            alerts.extend(_advance(now, book, order_detectors, aggregate_detectors))
-    # end of input: event time is final, as at the end of a replayed file
-    final = until if until is not None and until > now else now
-    alerts.extend(_advance(final, book, order_detectors, aggregate_detectors))
+
+    def release(watermark: float) -> None:
+        for event in buffer.release(watermark):
+            advance(event.ts)
+            apply(event)
+        advance(watermark)
+
+    latest = -float("inf")
+    for event in events:
+        if not buffer.push_event(event):
+            apply(event)  # later than the allowed lateness
+        if event.ts > latest:
+            latest = event.ts
+            release(latest - lateness_s)
+    release(until if until is not None and until > latest else latest)
     return alerts
-
-
-def _advance(now: float, book: Any, order_detectors: list[Any],
-             aggregate_detectors: list[Any]) -> list[Alert]:
-    out: list[Alert] = []
-    for det in order_detectors:
-        out.extend(det.advance(now, book.orders))
-    for det in aggregate_detectors:
-        out.extend(det.advance(now))
-    return out

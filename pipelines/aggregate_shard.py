@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from orderwatch.config import Settings
 from orderwatch.detectors.base import Alert
 from orderwatch.detectors.catalogue import aggregate_detectors
+from orderwatch.detectors.event_time import ReorderBuffer
 from orderwatch.detectors.health_metrics import MINUTE, HealthMetrics, MetricPoint
+from orderwatch.events import Event
 from orderwatch.pipelines.order_shard import AggregateInput
 from orderwatch.pipelines.watermark import NEVER, MinOfUpstreams
 
@@ -29,14 +31,18 @@ class AggregateShard:
         self.detectors = aggregate_detectors(settings.thresholds)
         self.metrics = HealthMetrics()
         self.upstreams = MinOfUpstreams(settings.pipeline.order_shards)
+        self.buffer: ReorderBuffer[tuple[int, str, Event]] = ReorderBuffer()
         self.now = NEVER
 
     def process(self, inp: AggregateInput) -> AggregateOutput:
+        """Merge the order shards' streams and apply them oldest first, like an order shard."""
         self.shard = self.shard or inp.shard
         out = AggregateOutput(self.shard, self.now)
         detectors = self.detectors
-        for index, key, event in inp.items:
-            out.alerts.extend(detectors[index].learn_one(event, key))
+        for item in inp.items:
+            index, key, event = item
+            if not self.buffer.push(event.ts, (event.event_id, index, key), item):
+                out.alerts.extend(detectors[index].learn_one(event, key))
         closed_before = int(self.now // MINUTE) if self.now != NEVER else None
         if closed_before is None:
             self.metrics.merge(inp.metric_cells)
@@ -46,9 +52,17 @@ class AggregateShard:
         self.upstreams.observe(inp.upstream, inp.watermark)
         mark = self.upstreams.watermark()
         if mark > self.now:
-            self.now = mark
-            for det in detectors:
-                out.alerts.extend(det.advance(mark))
+            for index, key, event in self.buffer.release(mark):
+                self._advance(event.ts, out)
+                out.alerts.extend(detectors[index].learn_one(event, key))
+            self._advance(mark, out)
             out.points = self.metrics.close(mark)
         out.watermark = self.now
         return out
+
+    def _advance(self, now: float, out: AggregateOutput) -> None:
+        if now <= self.now:
+            return
+        self.now = now
+        for det in self.detectors:
+            out.alerts.extend(det.advance(now))

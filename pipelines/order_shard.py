@@ -16,6 +16,7 @@ import orjson
 from orderwatch.config import Settings
 from orderwatch.detectors.base import Alert
 from orderwatch.detectors.catalogue import aggregate_detectors, order_detectors
+from orderwatch.detectors.event_time import ReorderBuffer
 from orderwatch.detectors.health_metrics import Partials
 from orderwatch.detectors.order_book import OrderBook, OrderState
 from orderwatch.events import Event
@@ -82,50 +83,74 @@ class OrderShard:
         self.routers = aggregate_detectors(settings.thresholds)  # only their keys() is used
         self.aggregate_shards = all_shards(p.aggregate_shards)
         self.watermark = WatermarkTracker(p.allowed_lateness_s)
+        self.buffer: ReorderBuffer[Event] = ReorderBuffer()
         self.now = NEVER
 
     def process(self, inp: ShardInput) -> ShardOutput:
+        """Buffer the chunk's events; apply, oldest first, those event time has passed."""
         self.shard = self.shard or inp.shard
         out = ShardOutput(self.shard, self.now)
-        routed: dict[str, list[tuple[int, str, Event]]] = {}
-        partials = Partials()
-        n_aggr = len(self.aggregate_shards)
-        fresh_rows = []
+        batch = _Batch()
         for event in inp.events:
-            order, fresh = self.book.apply(event)
-            if not fresh:
-                out.redelivered[event.stream] += 1
-                continue
-            out.fresh[event.stream] += 1
-            fresh_rows.append(event_row(event))
-            for det in self.detectors:
-                out.alerts.extend(det.learn_one(event, order))
-            for i, router in enumerate(self.routers):
-                for key in router.keys(event):
-                    target = shard_of(f"{i}:{key}", n_aggr)
-                    routed.setdefault(target, []).append((i, key, event))
-            partials.add(event)
-        out.rows["events"] = fresh_rows
+            if not self.buffer.push_event(event):
+                self._apply(event, out, batch)  # later than the allowed lateness
         self.watermark.observe(inp.partition, inp.max_ts, inp.ended, inp.partitions)
         mark = self.watermark.watermark()
         if mark > self.now:
-            self.now = mark
-            for det in self.detectors:
-                out.alerts.extend(det.advance(mark, self.book.orders))
+            for event in self.buffer.release(mark):
+                self._advance(event.ts, out)
+                self._apply(event, out, batch)
+            self._advance(mark, out)
             for order_no in self.book.expire(mark):
                 for det in self.detectors:
                     det.forget(order_no)
         out.watermark = self.now
+        out.rows["events"] = batch.event_rows
         out.rows["order_state"] = [order_row(o) for o in self.book.drain_changed()]
+        n_aggr = len(self.aggregate_shards)
         cells_by_shard: dict[str, dict] = {}
-        for (dim, value), cells in partials.split_by_dimension().items():
+        for (dim, value), cells in batch.partials.split_by_dimension().items():
             target = shard_of(f"m:{dim}={value}", n_aggr)
             cells_by_shard.setdefault(target, {}).update(cells)
-        out.metric_cells = partials.cells
+        out.metric_cells = batch.partials.cells
         for target in self.aggregate_shards:  # every aggregate shard hears the watermark
-            items = routed.get(target, [])
+            items = batch.routed.get(target, [])
             cells = cells_by_shard.get(target, {})
             out.to_aggregates.append(
                 (target, AggregateInput(target, self.shard, self.now, items, cells)))
         out.open_orders = len(self.book)
         return out
+
+    def _advance(self, now: float, out: ShardOutput) -> None:
+        if now <= self.now:
+            return
+        self.now = now
+        for det in self.detectors:
+            out.alerts.extend(det.advance(now, self.book.orders))
+
+    def _apply(self, event: Event, out: ShardOutput, batch: _Batch) -> None:
+        order, fresh = self.book.apply(event)
+        if not fresh:
+            out.redelivered[event.stream] += 1
+            return
+        out.fresh[event.stream] += 1
+        batch.event_rows.append(event_row(event))
+        for det in self.detectors:
+            out.alerts.extend(det.learn_one(event, order))
+        n_aggr = len(self.aggregate_shards)
+        for i, router in enumerate(self.routers):
+            for key in router.keys(event):
+                target = shard_of(f"{i}:{key}", n_aggr)
+                batch.routed.setdefault(target, []).append((i, key, event))
+        batch.partials.add(event)
+
+
+class _Batch:
+    """What one input produces besides alerts: rows, routed events, metric partials."""
+
+    __slots__ = ("event_rows", "partials", "routed")
+
+    def __init__(self) -> None:
+        self.event_rows: list[list] = []
+        self.routed: dict[str, list[tuple[int, str, Event]]] = {}
+        self.partials = Partials()

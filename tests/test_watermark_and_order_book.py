@@ -55,3 +55,14 @@ def test_finished_orders_leave_memory_after_retention_idle_ones_after_max_idle()
     assert book.expire(T0 + 47 * HOUR) == []
     assert book.expire(T0 + 48 * HOUR) == ["S1"]
     assert len(book) == 0
+
+
+def test_reorder_buffer_releases_oldest_first_and_flags_late_items():
+    from orderwatch.detectors.event_time import ReorderBuffer
+
+    buf: ReorderBuffer[str] = ReorderBuffer()
+    for ts, key in ((30.0, "c"), (10.0, "b"), (10.0, "a"), (10.0, "a")):  # "a" twice
+        assert buf.push(ts, key, key)
+    assert list(buf.release(20.0)) == ["a", "a", "b"]
+    assert not buf.push(15.0, "late", "late") and buf.late == 1
+    assert list(buf.release(40.0)) == ["c"] and len(buf) == 0
