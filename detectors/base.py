@@ -8,8 +8,9 @@ clock, so replaying a week gives the same alerts as living through it.
 Two kinds:
 - order detectors see every event of the orders of their shard, with the order's tracked
   state (`OrderState`, kept by the `OrderBook`), and forget an order when it leaves memory;
-- aggregate detectors see the events routed to them by `keys(event)`: a gateway, a lock
-  family, a user; they hold per-key state.
+- aggregate detectors see what `route(event, order)` sends them, keyed by a gateway, a
+  lock family, a user: usually the event itself, sometimes a derived fact ("this order,
+  created at t, left pending payment"); they hold per-key state.
 """
 
 from __future__ import annotations
@@ -63,9 +64,10 @@ class OrderDetector(Protocol):
 
 
 class AggregateDetector(Protocol):
-    def keys(self, event: Event) -> tuple[str, ...]: ...
+    def route(self, event: Event, order: OrderState) -> Iterable[tuple[str, Any]]:
+        """(key, payload) pairs this detector wants: usually (a gateway, the event)."""
 
-    def learn_one(self, event: Event, key: str) -> Iterable[Alert]: ...
+    def learn_one(self, payload: Any, key: str) -> Iterable[Alert]: ...
 
     def advance(self, now: float) -> Iterable[Alert]: ...
 
@@ -221,8 +223,8 @@ def run_on(events: Iterable[Event], order_detectors: Sequence[Any] = (),
         for det in order_detectors:
             alerts.extend(det.learn_one(event, order))
         for det in aggregate_detectors:
-            for key in det.keys(event):
-                alerts.extend(det.learn_one(event, key))
+            for key, payload in det.route(event, order):
+                alerts.extend(det.learn_one(payload, key))
 
     def release(watermark: float) -> None:
         for event in buffer.release(watermark):

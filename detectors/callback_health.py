@@ -93,10 +93,10 @@ class CallbackFailureRate:
         self.counts = SlidingCounts(self.window, 2)  # [notifies, failed]
         self.book = AlertBook(self.name, "critical")
 
-    def keys(self, event: Event) -> tuple[str, ...]:
+    def route(self, event: Event, order: OrderState) -> list[tuple[str, Event]]:
         if event.stream == "callback" and event.data["kind"] == "notify":
-            return (event.data["gateway"],)
-        return ()
+            return [(event.data["gateway"], event)]
+        return []
 
     def learn_one(self, event: Event, key: str) -> list[Alert]:
         self.counts.add(key, event.ts, [1.0, 1.0 if notify_failed(event.data) else 0.0])

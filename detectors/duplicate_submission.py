@@ -66,11 +66,11 @@ class DuplicateOrder:
         self._recent: dict[str, list[tuple[float, str, tuple]]] = {}
         self._expiry = Deadlines()  # user → when their newest create leaves the window
 
-    def keys(self, event: Event) -> tuple[str, ...]:
+    def route(self, event: Event, order: OrderState) -> list[tuple[str, Event]]:
         data = event.data
         if event.stream == "order" and data["action"] == "create" and data["result"] == "ok":
-            return (data["user_id"],)
-        return ()
+            return [(data["user_id"], event)]
+        return []
 
     def learn_one(self, event: Event, key: str) -> list[Alert]:
         data = event.data

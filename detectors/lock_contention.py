@@ -73,9 +73,9 @@ class LockContention:
         self.counts = SlidingCounts(self.window, 3 + len(_WAIT_BOUNDS) + 1)
         self.book = AlertBook(self.name, "warning")
 
-    def keys(self, event: Event) -> tuple[str, ...]:
+    def route(self, event: Event, order: OrderState) -> list[tuple[str, Event]]:
         lock = event.data.get("lock") if event.stream == "order" else None
-        return (lock_family(lock["key"]),) if lock else ()
+        return [(lock_family(lock["key"]), event)] if lock else []
 
     def learn_one(self, event: Event, key: str) -> list[Alert]:
         lock = event.data["lock"]

@@ -6,6 +6,7 @@ Fed by every order shard; its event time is the slowest order shard's watermark.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from orderwatch.config import Settings
 from orderwatch.detectors.base import Alert
@@ -31,7 +32,7 @@ class AggregateShard:
         self.detectors = aggregate_detectors(settings.thresholds)
         self.metrics = HealthMetrics()
         self.upstreams = MinOfUpstreams(settings.pipeline.order_shards)
-        self.buffer: ReorderBuffer[tuple[int, str, Event]] = ReorderBuffer()
+        self.buffer: ReorderBuffer[tuple[int, str, Event, Any]] = ReorderBuffer()
         self.now = NEVER
 
     def process(self, inp: AggregateInput) -> AggregateOutput:
@@ -40,9 +41,9 @@ class AggregateShard:
         out = AggregateOutput(self.shard, self.now)
         detectors = self.detectors
         for item in inp.items:
-            index, key, event = item
+            index, key, event, payload = item
             if not self.buffer.push(event.ts, (event.event_id, index, key), item):
-                out.alerts.extend(detectors[index].learn_one(event, key))
+                out.alerts.extend(detectors[index].learn_one(payload, key))
         closed_before = int(self.now // MINUTE) if self.now != NEVER else None
         if closed_before is None:
             self.metrics.merge(inp.metric_cells)
@@ -52,9 +53,9 @@ class AggregateShard:
         self.upstreams.observe(inp.upstream, inp.watermark)
         mark = self.upstreams.watermark()
         if mark > self.now:
-            for index, key, event in self.buffer.release(mark):
+            for index, key, event, payload in self.buffer.release(mark):
                 self._advance(event.ts, out)
-                out.alerts.extend(detectors[index].learn_one(event, key))
+                out.alerts.extend(detectors[index].learn_one(payload, key))
             self._advance(mark, out)
             out.points = self.metrics.close(mark)
         out.watermark = self.now

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -39,7 +40,7 @@ class AggregateInput:
     shard: str  # the aggregate shard it is for
     upstream: str  # the order shard that sent it
     watermark: float
-    items: list[tuple[int, str, Event]]  # (aggregate detector index, its key, event)
+    items: list[tuple[int, str, Event, Any]]  # (aggregate detector index, key, event, payload)
     metric_cells: dict
 
 
@@ -80,7 +81,7 @@ class OrderShard:
         self.shard = shard  # set from the first input when built by Bytewax
         self.book = OrderBook(p.finished_retention_s, p.max_idle_s)
         self.detectors = order_detectors(settings.thresholds)
-        self.routers = aggregate_detectors(settings.thresholds)  # only their keys() is used
+        self.routers = aggregate_detectors(settings.thresholds)  # only their route() is used
         self.aggregate_shards = all_shards(p.aggregate_shards)
         self.watermark = WatermarkTracker(p.allowed_lateness_s)
         self.buffer: ReorderBuffer[Event] = ReorderBuffer()
@@ -139,9 +140,9 @@ class OrderShard:
             out.alerts.extend(det.learn_one(event, order))
         n_aggr = len(self.aggregate_shards)
         for i, router in enumerate(self.routers):
-            for key in router.keys(event):
+            for key, payload in router.route(event, order):
                 target = shard_of(f"{i}:{key}", n_aggr)
-                batch.routed.setdefault(target, []).append((i, key, event))
+                batch.routed.setdefault(target, []).append((i, key, event, payload))
         batch.partials.add(event)
 
 
@@ -152,5 +153,5 @@ class _Batch:
 
     def __init__(self) -> None:
         self.event_rows: list[list] = []
-        self.routed: dict[str, list[tuple[int, str, Event]]] = {}
+        self.routed: dict[str, list[tuple[int, str, Event, Any]]] = {}
         self.partials = Partials()
