@@ -116,3 +116,34 @@ class CallbackFailureRate:
             if alert is not None:
                 out.append(alert)
         return out
+
+
+class CallbackCertExpired:
+    """`callback_cert_expired`: a gateway's notify failed on an expired platform certificate.
+
+    One is enough: every later notification of that gateway will fail the same way until
+    the certificate is replaced (WeChat Pay v3 retired its v2 certificates). Resolves
+    after a quiet period without the error.
+    """
+
+    name = "callback_cert_expired"
+    ERR_CODE = "CERTIFICATE_EXPIRED"
+
+    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
+        self.book = AlertBook(self.name, "critical", hold_s=thresholds.cert_expired_quiet_s)
+
+    def route(self, event: Event, order: OrderState) -> list[tuple[str, Event]]:
+        data = event.data
+        if event.stream == "callback" and data["kind"] == "notify" and \
+                data.get("err_code") == self.ERR_CODE:
+            return [(data["gateway"], event)]
+        return []
+
+    def learn_one(self, event: Event, key: str) -> list[Alert]:
+        self.book.propose(key, {"gateway": key}, event.ts, 1.0,
+                          f"{key}: notify failed with {self.ERR_CODE}; replace the platform "
+                          "certificate")
+        return []
+
+    def advance(self, now: float) -> list[Alert]:
+        return self.book.release(now)

@@ -16,23 +16,28 @@ HOUR = 3600.0
 
 class OrderState:
     __slots__ = (
-        "amount", "carrier", "channel", "created_at", "events", "finished_at", "gateway",
-        "last_event_at", "left_pending_at", "order_no", "seen", "status", "status_at",
+        "amount", "carrier", "channel", "created_at", "events", "finished_at", "gateway", "grace_s",
+        "last_event_at", "left_by", "left_pending_at", "order_no", "prev_status", "seen",
+        "status", "status_at",
         "user_id", "warehouse", "waybill_no",
     )
 
     def __init__(self, order_no: str) -> None:
         self.order_no = order_no
         self.status: str | None = None
+        # status before the latest in-order event (None before the first, or for a late one)
+        self.prev_status: str | None = None
         self.status_at = -float("inf")
         self.created_at: float | None = None
         self.left_pending_at: float | None = None  # first event time in a later status
+        self.left_by: str | None = None  # the event_id that first left pending payment
         self.finished_at: float | None = None
         self.last_event_at = -float("inf")
         self.events = 0
         self.user_id = self.channel = self.gateway = None
         self.warehouse = self.carrier = self.waybill_no = None
         self.amount: float | None = None
+        self.grace_s: float | None = None
         self.seen: set[str] = set()
 
     def apply(self, event: Event) -> None:
@@ -48,11 +53,17 @@ class OrderState:
                 self.user_id = data.get("user_id")
                 self.channel = data.get("channel")
                 self.amount = data.get("amount")
+                self.grace_s = data.get("grace_period_s")
             status = data["status"]
             if ts >= self.status_at:
+                self.prev_status = self.status
                 self.status, self.status_at = status, ts
+            else:
+                self.prev_status = None
             if status != sm.PENDING_PAYMENT and (
                     self.left_pending_at is None or ts < self.left_pending_at):
+                if self.left_pending_at is None:
+                    self.left_by = event.event_id
                 self.left_pending_at = ts
             if "warehouse" in data:
                 self.warehouse = data["warehouse"]

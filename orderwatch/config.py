@@ -38,6 +38,32 @@ class Thresholds:
     lock_min_count: int = 20
     # instant alerts (a duplicate, an overrun) resolve after this much quiet event time
     instant_alert_hold_s: float = 1 * HOUR
+    # callback_cert_expired resolves after this long without a certificate error
+    cert_expired_quiet_s: float = 30 * MINUTE
+    # timezone_skew: |server - client| within this of a whole number (≥ 1) of hours
+    timezone_tolerance_s: float = 2 * MINUTE
+    # premature_timeout_cancel: cancelled this much (or more) before the grace period ends
+    premature_cancel_tolerance_s: float = 1 * MINUTE
+    # status_flapping: the same two statuses alternate this often within the window
+    flapping_min_alternations: int = 3
+    flapping_window_s: float = 2 * HOUR
+    # stuck_order: longest stay in a waiting state
+    stuck_review_s: float = 2 * HOUR
+    stuck_shipment_s: float = 48 * HOUR
+    stuck_settlement_s: float = 72 * HOUR
+    # pending_payment_backlog: of the orders created between `horizon` and `age` ago,
+    # the share still pending payment
+    backlog_age_s: float = 2 * HOUR
+    backlog_horizon_s: float = 24 * HOUR
+    backlog_ratio: float = 0.05
+    backlog_min_orders: int = 100
+    # per-order risk (0-100): review above this, alert at or above `risk_high`
+    risk_review: float = 40.0
+    risk_high: float = 60.0
+    # channel_degraded: this many consecutive orders of a channel reached `risk_high`
+    # within `channel_verdict_after_s` of their creation
+    channel_streak: int = 10
+    channel_verdict_after_s: float = 30 * MINUTE
 
 
 DEFAULT_THRESHOLDS = Thresholds()

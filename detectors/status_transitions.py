@@ -1,0 +1,106 @@
+"""Status changes against the reference state machine: `illegal_transition`, `status_flapping`.
+
+Status-code mapping errors between systems make orders jump (pending payment → shipped).
+Automation rules that react to intermediate ERP states make them loop: the seeds' ghost
+loop flips 待发货 ↔ 已发货 every 17 minutes and prints 42 labels. Changes are read in
+event-time order from the order book: `prev_status` is what OrderWatch saw before.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+
+from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
+from orderwatch.detectors.base import Alert, AlertBook
+from orderwatch.detectors.order_book import OrderState
+from orderwatch.engine import state_machine as sm
+from orderwatch.events import Event
+
+
+def status_change(event: Event, order: OrderState) -> tuple[str | None, str] | None:
+    """(from, to) of an order event, by what was seen before it; None if not a change."""
+    if event.stream != "order":
+        return None
+    new = event.data["status"]
+    prev = order.prev_status
+    if prev is None and event.data["action"] != "create":
+        prev = event.data.get("prev_status")  # no history (or a late event): the source's
+        if prev is None:
+            return None
+    if prev == new:
+        return None
+    return prev, new
+
+
+class IllegalTransition:
+    name = "illegal_transition"
+
+    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
+        self.book = AlertBook(self.name, "warning", hold_s=thresholds.instant_alert_hold_s)
+
+    def learn_one(self, event: Event, order: OrderState) -> list[Alert]:
+        change = status_change(event, order)
+        if change is None or sm.is_legal(*change):
+            return []
+        prev, new = change
+        source = event.data["source"]
+        self.book.propose(
+            event.order_no, {"order_no": event.order_no, "transition": f"{prev}→{new}",
+                             "source": source},
+            event.ts, 1.0,
+            f"{source} {event.data['action']} moved the order {prev} → {new}, which the "
+            "state machine does not allow")
+        return []
+
+    def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
+        return self.book.release(now)
+
+    def forget(self, order_no: str) -> None:
+        """Nothing per order beyond open alerts, which resolve on their own."""
+
+
+class StatusFlapping:
+    name = "status_flapping"
+
+    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
+        self.min_alternations = thresholds.flapping_min_alternations
+        self.window = thresholds.flapping_window_s
+        self.book = AlertBook(self.name, "warning", hold_s=thresholds.instant_alert_hold_s)
+        self._changes: dict[str, deque[tuple[float, str | None, str]]] = {}
+
+    def learn_one(self, event: Event, order: OrderState) -> list[Alert]:
+        change = status_change(event, order)
+        if change is None or change[0] is None:
+            return []
+        changes = self._changes.setdefault(event.order_no, deque())
+        changes.append((event.ts, *change))
+        while changes and changes[0][0] < event.ts - self.window:
+            changes.popleft()
+        count = self._alternations(changes)
+        if count >= self.min_alternations:
+            pair = "↔".join(sorted(change))  # type: ignore[arg-type]
+            self.book.propose(
+                event.order_no, {"order_no": event.order_no, "statuses": pair}, event.ts,
+                float(count),
+                f"status alternated {pair} {count} times within {self.window / 3600:.0f} h")
+        return []
+
+    @staticmethod
+    def _alternations(changes: deque[tuple[float, str | None, str]]) -> int:
+        """How many of the latest changes alternate between the same two statuses."""
+        _, a, b = changes[-1]
+        count = 0
+        expect_to = b
+        for _, frm, to in reversed(changes):
+            if {frm, to} != {a, b} or to != expect_to:
+                break
+            count += 1
+            expect_to = frm
+        return count
+
+    def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
+        return self.book.release(now)
+
+    def forget(self, order_no: str) -> None:
+        self._changes.pop(order_no, None)
