@@ -195,13 +195,14 @@ class AlertBook:
 
 def run_on(events: Iterable[Event], order_detectors: Sequence[Any] = (),
            aggregate_detectors: Sequence[Any] = (), until: float | None = None,
-           lateness_s: float = 300.0) -> list[Alert]:
+           lateness_s: float = 300.0, risk: Any = None) -> list[Alert]:
     """Feed events, in the given arrival order, to detectors, outside any dataflow.
 
     As in the pipeline, events wait until event time (the latest seen, minus
     `lateness_s`) has passed them and are then applied oldest first; later ones are
     applied on arrival. After the last event, event time goes to the latest event
-    time seen, or to `until` if that is later.
+    time seen, or to `until` if that is later. A `risk` scorer sees every event and the
+    order detectors' alerts (channel verdicts stay in `risk.verdicts`).
     """
     from orderwatch.detectors.event_time import ReorderBuffer
     from orderwatch.detectors.order_book import OrderBook
@@ -211,8 +212,13 @@ def run_on(events: Iterable[Event], order_detectors: Sequence[Any] = (),
     alerts: list[Alert] = []
 
     def advance(now: float) -> None:
+        new: list[Alert] = []
         for det in order_detectors:
-            alerts.extend(det.advance(now, book.orders))
+            new.extend(det.advance(now, book.orders))
+        alerts.extend(new)
+        if risk is not None:
+            alerts.extend(risk.observe(new, book.orders, now))
+            alerts.extend(risk.advance(now, book.orders))
         for det in aggregate_detectors:
             alerts.extend(det.advance(now))
 
@@ -220,8 +226,13 @@ def run_on(events: Iterable[Event], order_detectors: Sequence[Any] = (),
         order, fresh = book.apply(event)
         if not fresh:
             return
+        new: list[Alert] = []
         for det in order_detectors:
-            alerts.extend(det.learn_one(event, order))
+            new.extend(det.learn_one(event, order))
+        alerts.extend(new)
+        if risk is not None:
+            alerts.extend(risk.learn_one(event, order))
+            alerts.extend(risk.observe(new, book.orders, event.ts))
         for det in aggregate_detectors:
             for key, payload in det.route(event, order):
                 alerts.extend(det.learn_one(payload, key))

@@ -8,6 +8,7 @@ from orderwatch.detectors.callback_health import (
     CallbackFailureRate,
     CallbackLost,
 )
+from orderwatch.detectors.channel_degraded import ChannelDegraded
 from orderwatch.detectors.duplicate_submission import DuplicateOrder, DuplicateShipRequest
 from orderwatch.detectors.lock_contention import LockContention, LockTtlOverrun
 from orderwatch.detectors.payment_backlog import PendingPaymentBacklog
@@ -43,4 +44,5 @@ def aggregate_detectors(thresholds: Thresholds) -> list:
         LockContention(thresholds),
         DuplicateOrder(thresholds),
         PendingPaymentBacklog(thresholds),
+        ChannelDegraded(thresholds),
     ]

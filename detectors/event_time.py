@@ -51,5 +51,14 @@ class ReorderBuffer(Generic[T]):
         if watermark > self.released_to:
             self.released_to = watermark
 
+    def release_timed(self, watermark: float) -> Iterator[tuple[float, T]]:
+        """As `release`, with each item's event time."""
+        heap = self._heap
+        while heap and heap[0][0] <= watermark:
+            entry = heapq.heappop(heap)
+            yield entry[0], entry[3]
+        if watermark > self.released_to:
+            self.released_to = watermark
+
     def __len__(self) -> int:
         return len(self._heap)

@@ -9,17 +9,35 @@ from __future__ import annotations
 
 from orderwatch.detectors.base import Deadlines
 from orderwatch.engine import state_machine as sm
-from orderwatch.events import Event
+from orderwatch.events import Event, parse_timestamp
 
 HOUR = 3600.0
 
 
 class OrderState:
     __slots__ = (
-        "amount", "carrier", "channel", "created_at", "events", "finished_at", "gateway", "grace_s",
-        "last_event_at", "left_by", "left_pending_at", "order_no", "prev_status", "seen",
-        "status", "status_at",
-        "user_id", "warehouse", "waybill_no",
+        "amount",
+        "carrier",
+        "channel",
+        "created_at",
+        "events",
+        "finished_at",
+        "first_scan_at",
+        "gateway",
+        "grace_s",
+        "last_event_at",
+        "left_by",
+        "left_pending_at",
+        "order_no",
+        "paid_at",
+        "prev_status",
+        "seen",
+        "shipped_at",
+        "status",
+        "status_at",
+        "user_id",
+        "warehouse",
+        "waybill_no",
     )
 
     def __init__(self, order_no: str) -> None:
@@ -38,6 +56,9 @@ class OrderState:
         self.warehouse = self.carrier = self.waybill_no = None
         self.amount: float | None = None
         self.grace_s: float | None = None
+        self.paid_at: float | None = None  # the gateway's paid_at of its first SUCCESS
+        self.shipped_at: float | None = None
+        self.first_scan_at: float | None = None
         self.seen: set[str] = set()
 
     def apply(self, event: Event) -> None:
@@ -65,6 +86,8 @@ class OrderState:
                 if self.left_pending_at is None:
                     self.left_by = event.event_id
                 self.left_pending_at = ts
+            if data["action"] == "ship" and data["result"] == "ok" and self.shipped_at is None:
+                self.shipped_at = ts
             if "warehouse" in data:
                 self.warehouse = data["warehouse"]
             if "carrier" in data:
@@ -75,8 +98,13 @@ class OrderState:
         elif stream == "callback":
             if self.gateway is None:
                 self.gateway = data["gateway"]
-        elif self.carrier is None:
-            self.carrier = data["carrier"]
+            if data["trade_status"] == "SUCCESS" and self.paid_at is None:
+                self.paid_at = parse_timestamp(data["paid_at"], "paid_at")
+        else:
+            if self.carrier is None:
+                self.carrier = data["carrier"]
+            if self.first_scan_at is None or ts < self.first_scan_at:
+                self.first_scan_at = ts
 
 
 class OrderBook:

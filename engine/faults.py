@@ -37,7 +37,29 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "the ship lock's 30 s TTL is shorter than the 32.7 s critical section"),
     Scenario("hot_lock_key", "window", ("lock_contention",),
              "a flash sale on one SKU: stock-lock waits of seconds and failed acquisitions"),
+    Scenario("timezone_skew", "order", ("timezone_skew",),
+             "a UTC+0 or UTC+9 browser time stored as server time (UTC+8)"),
+    Scenario("premature_cancel", "order", ("premature_timeout_cancel",),
+             "the scheduler cancels minutes after creation despite a 48 h grace period"),
+    Scenario("erp_ping_pong", "order", ("status_flapping", "illegal_transition"),
+             "an ERP rule flips shipped ↔ awaiting shipment every 17 minutes"),
+    Scenario("illegal_jump", "order", ("illegal_transition",),
+             "a status-code mapping error syncs a paid order as delivered"),
+    Scenario("stuck_review", "order", ("stuck_order",),
+             "the workflow never fires the approval: hours in pending review"),
+    Scenario("completion_without_settlement", "order", ("settlement_missing",),
+             "the bank API times out but the order is marked completed anyway"),
+    Scenario("notify_url_broken", "window", ("pending_payment_backlog", "callback_lost"),
+             "a deploy breaks the notify route for 3 h: paid orders pile up pending"),
+    Scenario("channel_outage", "window", ("channel_degraded", "callback_lost"),
+             "one channel's payment handler answers 200 but drops the status update"),
 )}
+
+# Every order with one of these faults is broken: its risk score must reach the alert
+# threshold once the fault is visible (a duplicate order is unwanted, not broken).
+RISKY = ("callback_lost", "silent_shipment", "duplicate_ship_request", "lock_ttl_overrun",
+         "timezone_skew", "premature_timeout_cancel", "illegal_transition", "status_flapping",
+         "stuck_order", "settlement_missing")
 
 PER_ORDER = tuple(s.name for s in SCENARIOS.values() if s.scope == "order")
 WINDOWED = tuple(s.name for s in SCENARIOS.values() if s.scope == "window")

@@ -87,11 +87,11 @@ def score(alerts: Iterable[dict[str, Any]], labels: Iterable[dict[str, Any]],
                 q.delays_s.append(at - min(starts))
             continue
         windows = aggregate.get((name, _dims(alert["labels"])), [])
-        hit = None
-        for i, (start, end) in enumerate(windows):
-            if start - slack_s <= at <= (end if end is not None else float("inf")) + slack_s:
-                hit = i
-                break
+        candidates = [
+            (key not in matched, -abs(at - start), i) for i, (start, end) in enumerate(windows)
+            if start - slack_s <= at <= (end if end is not None else float("inf")) + slack_s
+            for key in [(name, _dims(alert["labels"]), i)]]
+        hit = max(candidates)[2] if candidates else None  # unmatched first, then nearest
         if hit is None:
             q.false_alerts += 1
             continue

@@ -20,8 +20,10 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from orderwatch.config import DEFAULT_THRESHOLDS
+from orderwatch.detectors.channel_degraded import degraded_runs
 from orderwatch.engine import state_machine as sm
-from orderwatch.engine.faults import PER_ORDER, SCENARIOS
+from orderwatch.engine.faults import PER_ORDER, RISKY, SCENARIOS
 from orderwatch.timestamps import from_rfc3339, to_rfc3339
 
 MINUTE = 60.0
@@ -32,8 +34,8 @@ CHANNELS = {  # channel → (share of orders, gateways it pays through with weig
     "wechat_miniapp": (0.35, {"wechatpay": 1.0}),
     "taobao": (0.25, {"alipay": 1.0}),
     "douyin": (0.20, {"wechatpay": 0.6, "alipay": 0.4}),
-    "web": (0.15, {"alipay": 0.6, "unionpay": 0.4}),
-    "pos": (0.05, {"unionpay": 1.0}),
+    "web": (0.13, {"alipay": 0.5, "unionpay": 0.5}),
+    "pos": (0.07, {"unionpay": 1.0}),
 }
 CARRIERS = {"ZTO": 25, "YTO": 20, "SF": 15, "JD": 10, "STO": 10, "YUNDA": 10, "EMS": 5,
             "DBL": 3, "OTHER": 2}
@@ -42,8 +44,12 @@ WAREHOUSES = ("WH-EAST", "WH-NORTH", "WH-SOUTH", "WH-WEST")
 CITIES = ("上海", "杭州", "广州", "深圳", "北京", "成都", "武汉", "西安")
 # WeChat Pay's notify retry schedule (seconds after the previous attempt)
 NOTIFY_RETRIES = (0, 15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800)
-# Window faults need a gateway with enough notify traffic for a ratio over 5 minutes.
-FAULTY_GATEWAY = {"waf_block": "alipay", "cert_expired": "wechatpay"}
+# Window faults, in the order they happen, with their length and whom they hit. The
+# gateways have enough notify traffic for a ratio over 5 minutes.
+WINDOWS = (("waf_block", 30 * MINUTE, "alipay"), ("hot_lock_key", 20 * MINUTE, None),
+           ("cert_expired", 20 * MINUTE, "wechatpay"), ("dns_outage", 47 * MINUTE, None),
+           ("channel_outage", 30 * MINUTE, "douyin"), ("notify_url_broken", 3 * HOUR, None))
+WINDOW_GAP = 25 * MINUTE
 
 Process = Generator[float, None, Any]
 
@@ -59,7 +65,8 @@ class SimConfig:
     noise: bool = True  # late, out-of-order and redelivered events
     late_share: float = 0.03
     redelivery_share: float = 0.01
-    first_window_at: float | None = None  # when window faults start; default: spread out
+    first_window_at: float = 30 * MINUTE  # the first fault window; the rest follow in turn
+    record_labels: bool = True  # live mode runs forever: keep no ground truth there
 
 
 @dataclass(slots=True)
@@ -82,7 +89,7 @@ class _Order:
 @dataclass(slots=True)
 class _Window:
     scenario: str
-    gateway: str | None
+    target: str | None  # the gateway or channel it hits; None: everything
     start: float
     end: float
 
@@ -102,6 +109,7 @@ class Simulator:
         self._user_seq = itertools.count(1)
         self._windows = self._plan_windows()
         self._per_order = [name for name in PER_ORDER if name in config.faults]
+        self._created: dict[str, tuple[str, float]] = {}  # order → (channel, created at)
 
     # --- public ---------------------------------------------------------------------------
 
@@ -117,12 +125,14 @@ class Simulator:
                 continue
             heapq.heappush(self._procs, (t + wait, next(self._seq), proc))
         yield from self._release(math.inf)
+        if self.cfg.record_labels:
+            self.labels.extend(derived_labels(self.labels, self._created))
 
     def label(self, fault: str, order_no: str | None, start: float, end: float | None = None,
-              **labels: str) -> dict[str, Any]:
-        row = {"fault": fault, "order_no": order_no, "labels": labels,
-               "start": to_rfc3339(start, "Asia/Shanghai"),
-               "end": None if end is None else to_rfc3339(end, "Asia/Shanghai")}
+              **labels: str) -> dict[str, Any] | None:
+        if not self.cfg.record_labels:
+            return None
+        row = _label_row(fault, order_no, start, end, labels)
         self.labels.append(row)
         return row
 
@@ -150,32 +160,27 @@ class Simulator:
 
     def _plan_windows(self) -> list[_Window]:
         windows = []
-        cfg = self.cfg
-        arrival_span = (cfg.orders or 10**9) / cfg.orders_per_minute * MINUTE
-        durations = {"waf_block": 30 * MINUTE, "cert_expired": 20 * MINUTE,
-                     "dns_outage": 47 * MINUTE, "hot_lock_key": 20 * MINUTE}
-        planned = [name for name in ("waf_block", "hot_lock_key", "cert_expired", "dns_outage")
-                   if name in cfg.faults]
-        for i, name in enumerate(planned):
-            if cfg.first_window_at is not None:
-                start = cfg.start + cfg.first_window_at + i * 40 * MINUTE
-            else:
-                start = cfg.start + arrival_span * (i + 1) / (len(planned) + 1)
-            windows.append(_Window(name, FAULTY_GATEWAY.get(name), start,
-                                   start + durations[name]))
+        at = self.cfg.start + self.cfg.first_window_at
+        for scenario, length, target in WINDOWS:
+            if scenario in self.cfg.faults:
+                windows.append(_Window(scenario, target, at, at + length))
+                at += length + WINDOW_GAP
         for w in windows:
             if w.scenario in ("waf_block", "cert_expired"):
-                self.label("callback_failure_rate", None, w.start, w.end, gateway=w.gateway)
+                self.label("callback_failure_rate", None, w.start, w.end, gateway=w.target)
             if w.scenario == "cert_expired":
-                self.label("callback_cert_expired", None, w.start, w.end, gateway=w.gateway)
+                self.label("callback_cert_expired", None, w.start, w.end, gateway=w.target)
             if w.scenario == "hot_lock_key":
                 self.label("lock_contention", None, w.start, w.end, lock_family="stock")
+            if w.scenario == "notify_url_broken":  # orders count once they are 2 h old
+                self.label("pending_payment_backlog", None, w.start + 2 * HOUR,
+                           w.end + 4 * HOUR)
         return windows
 
-    def _window(self, scenario: str, gateway: str | None = None) -> _Window | None:
+    def _window(self, scenario: str, target: str | None = None) -> _Window | None:
         for w in self._windows:
             if w.scenario == scenario and w.start <= self.now < w.end and (
-                    w.gateway is None or w.gateway == gateway):
+                    w.target is None or w.target == target):
                 return w
         return None
 
@@ -212,6 +217,8 @@ class Simulator:
         fault = None
         if self._per_order and rng.random() < self.cfg.fault_share * len(self._per_order):
             fault = rng.choice(self._per_order)
+        if fault == "premature_cancel":
+            grace = 172800
         return _Order(order_no, f"U{next(self._user_seq):07d}", channel, gateway, amount,
                       items, grace, fault)
 
@@ -228,12 +235,12 @@ class Simulator:
 
     def _op(self, order: _Order, action: str, source: str, status: str | None = None,
             result: str = "ok", **fields: Any) -> dict[str, Any]:
+        """An operation; a failed one keeps the status unless `status` says otherwise."""
         prev = order.status
         new = status if status is not None else (sm.ACTIONS[action][1] or prev)
-        if result == "ok":
-            order.status = new
-        else:
+        if result != "ok" and status is None:
             new = prev
+        order.status = new
         return self._event(order, "order", action=action, result=result, status=new,
                            prev_status=None if action == "create" else prev, source=source,
                            **fields)
@@ -254,17 +261,28 @@ class Simulator:
                                   "amount": o.amount, "items": o.items,
                                   "grace_period_s": o.grace_s, "currency": "CNY",
                                   "request_id": f"c-{o.order_no}"}
-        if rng.random() < 0.6:
+        if o.fault == "timezone_skew":  # browser local time stored with the server's zone
+            hours = rng.choice((8, -1))
+            client = self.now - hours * HOUR - rng.uniform(0.2, 3.0)
+            create["client_created_at"] = to_rfc3339(round(client, 3), "Asia/Shanghai")
+            self.label("timezone_skew", o.order_no, self.now, None)
+        elif rng.random() < 0.6:
             client = self.now - rng.uniform(0.2, 3.0)  # a browser clock a little behind
             create["client_created_at"] = to_rfc3339(round(client, 3),
                                                      rng.choice(("UTC", "Asia/Shanghai")))
         self._op(o, "create", "oms", **create)
+        self._created[o.order_no] = (o.channel, self.now)
         if o.fault == "twin":
             self.label("duplicate_order", o.order_no, self.now, None, user_id=o.user_id)
             yield rng.uniform(60, 600)
             self._op(o, "cancel", "oms")
             return
 
+        if o.fault == "premature_cancel":
+            yield rng.uniform(3, 8) * MINUTE
+            self._op(o, "timeout_cancel", "scheduler")
+            self.label("premature_timeout_cancel", o.order_no, self.now, None)
+            return
         # payment: most pay within minutes; some abandon the cart
         roll = rng.random()
         if roll < 0.03:
@@ -274,16 +292,24 @@ class Simulator:
         if roll < 0.06:
             yield 15 * MINUTE
             self._event(o, "callback", gateway=o.gateway, kind="query", trade_status="NOTPAY")
-            yield o.grace_s - 15 * MINUTE
+            yield o.grace_s - 15 * MINUTE + rng.uniform(0, 120)  # the scheduler runs late
             self._op(o, "timeout_cancel", "scheduler")
             return
         yield rng.uniform(0.3, 12) * MINUTE
         yield from self._payment(o)
+        if o.fault == "illegal_jump":  # a status-code mapping error in the ERP sync
+            yield rng.uniform(30, 120)
+            self._op(o, "status_sync", "erp", status=sm.DELIVERED)
+            self.label("illegal_transition", o.order_no, self.now, None)
 
-        if rng.random() < 0.1:  # manual review for some orders
+        if o.fault == "stuck_review" or rng.random() < 0.1:  # manual review for some orders
             yield rng.uniform(1, 30)
             self._op(o, "review", "oms")
-            yield rng.uniform(5, 90) * MINUTE
+            if o.fault == "stuck_review":
+                self.label("stuck_order", o.order_no, self.now, None, status=sm.PENDING_REVIEW)
+                yield rng.uniform(3, 6) * HOUR
+            else:
+                yield rng.uniform(5, 90) * MINUTE
             self._op(o, "approve", "admin")
         yield rng.uniform(1, 60)
         yield from self._reserve_stock(o)
@@ -299,7 +325,11 @@ class Simulator:
         yield rng.uniform(0.5, 3) * DAY
         self._op(o, "confirm", "oms")
         yield rng.uniform(1, 30) * HOUR
-        self._op(o, "settle", "erp")
+        if o.fault == "completion_without_settlement":  # the bank API timed out
+            self._op(o, "settle", "erp", status=sm.COMPLETED, result="failed")
+            self.label("settlement_missing", o.order_no, self.now, None)
+        else:
+            self._op(o, "settle", "erp")
 
     def _payment(self, o: _Order) -> Process:
         """The buyer pays; the gateway notifies (and retries) until the order service says 200."""
@@ -308,16 +338,20 @@ class Simulator:
         txn = f"T{rng.randrange(10**12):012d}"
         success = {"gateway": o.gateway, "trade_status": "SUCCESS", "transaction_id": txn,
                    "amount": o.amount, "paid_at": to_rfc3339(round(paid_at, 3), "Asia/Shanghai")}
-        queried = False
+        self._spawn(self._reconcile(o, success), paid_at + 5 * MINUTE + rng.uniform(0, 60))
         for attempt, wait in enumerate(NOTIFY_RETRIES, start=1):
             yield wait + rng.uniform(0.5, 3)
-            if not queried and self.now - paid_at >= 5 * MINUTE:
-                # the order service's reconciliation job asks the gateway about stale orders
-                queried = True
-                self._event(o, "callback", kind="query", **success)
             latency = rng.lognormvariate(math.log(80), 0.4)
-            if self._window("dns_outage"):
-                continue  # the gateway cannot resolve the notify host: nothing arrives
+            if self._window("dns_outage") or self._window("notify_url_broken"):
+                continue  # the notify host does not resolve / the route is gone: nothing arrives
+            outage = self._window("channel_outage", o.channel)
+            if outage:  # accepted, but the handler drops the status update until repaired
+                self._event(o, "callback", kind="notify", http_status=200, signature_valid=True,
+                            attempt=attempt, latency_ms=round(latency, 1), **success)
+                yield outage.end + 20 * MINUTE - self.now + rng.uniform(0, 300)
+                self._op(o, "pay", "admin", request_id=f"p-{txn}")
+                self.label("callback_lost", o.order_no, paid_at, self.now, gateway=o.gateway)
+                return
             if self._window("waf_block", o.gateway):
                 self._event(o, "callback", kind="notify", http_status=403, signature_valid=True,
                             attempt=attempt, latency_ms=round(latency / 20, 1), **success)
@@ -327,7 +361,7 @@ class Simulator:
                             signature_valid=False, err_code="CERTIFICATE_EXPIRED",
                             attempt=attempt, latency_ms=round(latency, 1), **success)
                 continue
-            if attempt == 1 and rng.random() < 0.002:  # a transient error; the retry succeeds
+            if attempt == 1 and rng.random() < 0.001:  # a transient error; the retry succeeds
                 self._event(o, "callback", kind="notify", http_status=504, signature_valid=True,
                             err_code="TIMEOUT", attempt=attempt, latency_ms=5000.0, **success)
                 continue
@@ -340,6 +374,13 @@ class Simulator:
             return
         raise AssertionError("notify retries exhausted")  # windows are shorter than retries
 
+    def _reconcile(self, o: _Order, success: dict[str, Any]) -> Process:
+        """The order service's reconciliation job asks the gateway about stale orders."""
+        if o.status == sm.PENDING_PAYMENT:
+            self._event(o, "callback", kind="query", **success)
+        return
+        yield  # a generator: spawned like every other process
+
     def _reserve_stock(self, o: _Order) -> Process:
         rng = self.rng
         o.warehouse = rng.choice(WAREHOUSES)
@@ -351,7 +392,7 @@ class Simulator:
                 acquired = rng.random() > 0.15
             else:
                 wait = rng.lognormvariate(math.log(15), 0.7)
-                acquired = rng.random() > 0.003
+                acquired = rng.random() > 0.001
             lock = self._lock(f"stock:{sku}:{o.warehouse}", wait,
                               rng.uniform(5, 80), 10000, acquired)
             self._op(o, "reserve_stock", "oms", result="ok" if acquired else "failed",
@@ -385,6 +426,20 @@ class Simulator:
             self._op(o, "ship", "wms", warehouse=o.warehouse, carrier=o.carrier,
                      waybill_no=o.waybill_no, request_id=rid,
                      lock=self._lock(f"lock:ship:{o.order_no}", rng.uniform(1, 30), held, ttl))
+        if o.fault == "erp_ping_pong":
+            self._spawn(self._ping_pong(o), self.now)
+
+    def _ping_pong(self, o: _Order) -> Process:
+        """An ERP automation flips the status back and forth every 17 minutes."""
+        for flip in range(4):
+            yield 17 * MINUTE
+            back = flip % 2 == 0
+            self._op(o, "status_sync", "erp",
+                     status=sm.AWAITING_SHIPMENT if back else sm.SHIPPED)
+            if flip == 0:
+                self.label("illegal_transition", o.order_no, self.now, None)
+            if flip == 1:  # the ship and two flips: the third alternation
+                self.label("status_flapping", o.order_no, self.now, None)
 
     def _carry(self, o: _Order) -> Process:
         """The carrier picks up, moves and delivers the parcel; the OMS marks it delivered."""
@@ -414,6 +469,53 @@ class Simulator:
         self._event(o, "logistics", event="delivered", **scan)
         yield rng.uniform(1, 10) * MINUTE
         self._op(o, "deliver", "oms")
+
+
+def visible_at(label: dict[str, Any], start: float) -> float:
+    """When a per-order fault becomes detectable: its start plus the catalogue threshold."""
+    t = DEFAULT_THRESHOLDS
+    fault = label["fault"]
+    if fault == "callback_lost":
+        return start + t.callback_lost_after_s
+    if fault == "silent_shipment":
+        fast = label["labels"].get("carrier") in t.silent_fast_carriers
+        return start + (t.silent_fast_limit_s if fast else t.silent_default_limit_s)
+    if fault == "stuck_order":
+        return start + t.stuck_review_s
+    return start
+
+
+def derived_labels(labels: list[dict[str, Any]],
+                   created: dict[str, tuple[str, float]]) -> list[dict[str, Any]]:
+    """`order_risk_high` for every broken order, once its fault is visible, and
+    `channel_degraded` wherever ten consecutive orders of a channel were broken within
+    `channel_verdict_after_s` of their creation (the detector's definition, on the truth)."""
+    t = DEFAULT_THRESHOLDS
+    risky: dict[str, float] = {}
+    for label in labels:
+        if label["order_no"] and label["fault"] in RISKY:
+            at = visible_at(label, from_rfc3339(label["start"]))
+            risky[label["order_no"]] = min(at, risky.get(label["order_no"], math.inf))
+    out = []
+    for order_no, at in sorted(risky.items(), key=lambda kv: (kv[1], kv[0])):
+        channel = created.get(order_no, ("", 0.0))[0]
+        out.append(_label_row("order_risk_high", order_no, at, None, {"channel": channel}))
+    by_channel: dict[str, list[tuple[float, str, bool]]] = {}
+    for order_no, (channel, created_at) in created.items():
+        verdict_at = created_at + t.channel_verdict_after_s
+        high = risky.get(order_no, math.inf) <= verdict_at
+        by_channel.setdefault(channel, []).append((verdict_at, order_no, high))
+    for channel, verdicts in sorted(by_channel.items()):
+        for start, end in degraded_runs(sorted(verdicts), t.channel_streak):
+            out.append(_label_row("channel_degraded", None, start, end, {"channel": channel}))
+    return out
+
+
+def _label_row(fault: str, order_no: str | None, start: float, end: float | None,
+               labels: dict[str, str]) -> dict[str, Any]:
+    return {"fault": fault, "order_no": order_no, "labels": labels,
+            "start": to_rfc3339(start, "Asia/Shanghai"),
+            "end": None if end is None else to_rfc3339(end, "Asia/Shanghai")}
 
 
 def _weighted(rng: random.Random, weights: dict[str, float]) -> str:

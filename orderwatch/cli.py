@@ -194,7 +194,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         None if "ORDERWATCH_CLICKHOUSE_DSN" in os.environ else "./data"))
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
     config = SimConfig(seed=seed, orders=None, faults=args.faults, start=time.time(),
-                       first_window_at=10 * 60.0)
+                       first_window_at=10 * 60.0, record_labels=False)
     stop = StopSignal()
 
     def on_interrupt(signum, frame):  # first Ctrl-C: finish cleanly; second: abort

@@ -35,7 +35,7 @@ class Thresholds:
     lock_window_s: float = 5 * MINUTE
     lock_wait_p95_ms: float = 200.0
     lock_failure_ratio: float = 0.05
-    lock_min_count: int = 20
+    lock_min_count: int = 50  # a share of fewer acquisitions is noise (2 of 31 = 6.5%)
     # instant alerts (a duplicate, an overrun) resolve after this much quiet event time
     instant_alert_hold_s: float = 1 * HOUR
     # callback_cert_expired resolves after this long without a certificate error

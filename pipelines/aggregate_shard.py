@@ -13,7 +13,6 @@ from orderwatch.detectors.base import Alert
 from orderwatch.detectors.catalogue import aggregate_detectors
 from orderwatch.detectors.event_time import ReorderBuffer
 from orderwatch.detectors.health_metrics import MINUTE, HealthMetrics, MetricPoint
-from orderwatch.events import Event
 from orderwatch.pipelines.order_shard import AggregateInput
 from orderwatch.pipelines.watermark import NEVER, MinOfUpstreams
 
@@ -32,7 +31,7 @@ class AggregateShard:
         self.detectors = aggregate_detectors(settings.thresholds)
         self.metrics = HealthMetrics()
         self.upstreams = MinOfUpstreams(settings.pipeline.order_shards)
-        self.buffer: ReorderBuffer[tuple[int, str, Event, Any]] = ReorderBuffer()
+        self.buffer: ReorderBuffer[tuple[int, str, Any]] = ReorderBuffer()
         self.now = NEVER
 
     def process(self, inp: AggregateInput) -> AggregateOutput:
@@ -40,9 +39,8 @@ class AggregateShard:
         self.shard = self.shard or inp.shard
         out = AggregateOutput(self.shard, self.now)
         detectors = self.detectors
-        for item in inp.items:
-            index, key, event, payload = item
-            if not self.buffer.push(event.ts, (event.event_id, index, key), item):
+        for index, key, ts, tiebreak, payload in inp.items:
+            if not self.buffer.push(ts, (tiebreak, index, key), (index, key, payload)):
                 out.alerts.extend(detectors[index].learn_one(payload, key))
         closed_before = int(self.now // MINUTE) if self.now != NEVER else None
         if closed_before is None:
@@ -53,8 +51,8 @@ class AggregateShard:
         self.upstreams.observe(inp.upstream, inp.watermark)
         mark = self.upstreams.watermark()
         if mark > self.now:
-            for index, key, event, payload in self.buffer.release(mark):
-                self._advance(event.ts, out)
+            for ts, (index, key, payload) in self.buffer.release_timed(mark):
+                self._advance(ts, out)
                 out.alerts.extend(detectors[index].learn_one(payload, key))
             self._advance(mark, out)
             out.points = self.metrics.close(mark)

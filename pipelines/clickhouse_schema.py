@@ -79,9 +79,21 @@ CREATE TABLE IF NOT EXISTS {db}.dead_letters (
 ) ENGINE = ReplacingMergeTree
 ORDER BY id
 """),
+    (6, """
+CREATE TABLE IF NOT EXISTS {db}.order_risk (
+    order_no      String,
+    risk          Float32,
+    max_risk      Float32,
+    reasons       Array(String),
+    reason_codes  Array(LowCardinality(String)),
+    channel       LowCardinality(String),
+    updated_at    DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY order_no
+"""),
 )
 
-TABLES = ("events", "order_state", "health_metrics", "alerts", "dead_letters")
+TABLES = ("events", "order_state", "health_metrics", "alerts", "dead_letters", "order_risk")
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "events": ("event_id", "stream", "order_no", "occurred_at", "kind", "payload"),
@@ -92,6 +104,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "alerts": ("alert", "status", "severity", "fingerprint", "labels", "order_no",
                "starts_at", "ends_at", "value", "summary"),
     "dead_letters": ("id", "source", "position", "payload", "reason"),
+    "order_risk": ("order_no", "risk", "max_risk", "reasons", "reason_codes", "channel",
+                   "updated_at"),
 }
 
 

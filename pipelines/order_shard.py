@@ -17,9 +17,11 @@ import orjson
 from orderwatch.config import Settings
 from orderwatch.detectors.base import Alert
 from orderwatch.detectors.catalogue import aggregate_detectors, order_detectors
+from orderwatch.detectors.channel_degraded import ChannelDegraded
 from orderwatch.detectors.event_time import ReorderBuffer
 from orderwatch.detectors.health_metrics import Partials
 from orderwatch.detectors.order_book import OrderBook, OrderState
+from orderwatch.detectors.risk import RiskModel, RiskScorer
 from orderwatch.events import Event
 from orderwatch.pipelines.sharding import all_shards, shard_of
 from orderwatch.pipelines.watermark import NEVER, WatermarkTracker
@@ -40,7 +42,8 @@ class AggregateInput:
     shard: str  # the aggregate shard it is for
     upstream: str  # the order shard that sent it
     watermark: float
-    items: list[tuple[int, str, Event, Any]]  # (aggregate detector index, key, event, payload)
+    # (aggregate detector index, key, event time, tie-break, payload)
+    items: list[tuple[int, str, float, str, Any]]
     metric_cells: dict
 
 
@@ -68,6 +71,11 @@ def event_row(event: Event) -> list:
             orjson.dumps(data)]
 
 
+def risk_row(r: list) -> list:
+    order_no, risk, max_risk, reasons, codes, channel, at = r
+    return [order_no, risk, max_risk, reasons, codes, channel, _dt(at)]
+
+
 def order_row(o: OrderState) -> list:
     return [o.order_no, o.status or "", _dt(o.status_at if o.status else o.last_event_at),
             _dt(o.created_at), _dt(o.left_pending_at), o.user_id or "", o.channel or "",
@@ -82,6 +90,9 @@ class OrderShard:
         self.book = OrderBook(p.finished_retention_s, p.max_idle_s)
         self.detectors = order_detectors(settings.thresholds)
         self.routers = aggregate_detectors(settings.thresholds)  # only their route() is used
+        self.channel_index = next(i for i, r in enumerate(self.routers)
+                                  if isinstance(r, ChannelDegraded))
+        self.risk = RiskScorer(settings.thresholds, RiskModel.load(), settings.language)
         self.aggregate_shards = all_shards(p.aggregate_shards)
         self.watermark = WatermarkTracker(p.allowed_lateness_s)
         self.buffer: ReorderBuffer[Event] = ReorderBuffer()
@@ -105,9 +116,18 @@ class OrderShard:
             for order_no in self.book.expire(mark):
                 for det in self.detectors:
                     det.forget(order_no)
+                out.alerts.extend(self.risk.retire(order_no, mark))
         out.watermark = self.now
         out.rows["events"] = batch.event_rows
         out.rows["order_state"] = [order_row(o) for o in self.book.drain_changed()]
+        out.rows["order_risk"] = [risk_row(r) for r in self.risk.rows]
+        self.risk.rows.clear()
+        n = len(self.aggregate_shards)
+        for at, order_no, channel, high in self.risk.verdicts:
+            item = (self.channel_index, channel, at, order_no, (at, order_no, high))
+            batch.routed.setdefault(shard_of(f"{self.channel_index}:{channel}", n),
+                                    []).append(item)
+        self.risk.verdicts.clear()
         n_aggr = len(self.aggregate_shards)
         cells_by_shard: dict[str, dict] = {}
         for (dim, value), cells in batch.partials.split_by_dimension().items():
@@ -126,8 +146,12 @@ class OrderShard:
         if now <= self.now:
             return
         self.now = now
+        new: list[Alert] = []
         for det in self.detectors:
-            out.alerts.extend(det.advance(now, self.book.orders))
+            new.extend(det.advance(now, self.book.orders))
+        out.alerts.extend(new)
+        out.alerts.extend(self.risk.observe(new, self.book.orders, now))
+        out.alerts.extend(self.risk.advance(now, self.book.orders))
 
     def _apply(self, event: Event, out: ShardOutput, batch: _Batch) -> None:
         order, fresh = self.book.apply(event)
@@ -136,13 +160,18 @@ class OrderShard:
             return
         out.fresh[event.stream] += 1
         batch.event_rows.append(event_row(event))
+        new: list[Alert] = []
         for det in self.detectors:
-            out.alerts.extend(det.learn_one(event, order))
+            new.extend(det.learn_one(event, order))
+        out.alerts.extend(new)
+        out.alerts.extend(self.risk.learn_one(event, order))
+        out.alerts.extend(self.risk.observe(new, self.book.orders, event.ts))
         n_aggr = len(self.aggregate_shards)
         for i, router in enumerate(self.routers):
             for key, payload in router.route(event, order):
                 target = shard_of(f"{i}:{key}", n_aggr)
-                batch.routed.setdefault(target, []).append((i, key, event, payload))
+                batch.routed.setdefault(target, []).append(
+                    (i, key, event.ts, event.event_id, payload))
         batch.partials.add(event)
 
 
@@ -153,5 +182,5 @@ class _Batch:
 
     def __init__(self) -> None:
         self.event_rows: list[list] = []
-        self.routed: dict[str, list[tuple[int, str, Event, Any]]] = {}
+        self.routed: dict[str, list[tuple[int, str, float, str, Any]]] = {}
         self.partials = Partials()

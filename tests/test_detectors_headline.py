@@ -147,7 +147,10 @@ def test_contention_on_slow_waits_on_failures_and_quiet_when_healthy():
     assert [a.status for a in alerts] == ["firing", "resolved"]
     assert alerts[0].labels == {"lock_family": "stock"} and alerts[0].value > 200
     failing = [reserve(i, i * 5, 10, acquired=i % 10 != 0) for i in range(60)]  # 10% fail
-    assert statuses(run_on(failing, [], [LockContention()]), "lock_contention")
+    assert statuses(run_on(failing, [], [LockContention()], until=T0 + HOUR),
+                    "lock_contention")
+    few = [reserve(i, i * 10, 900) for i in range(30)]  # all slow, but only 30 attempts
+    assert run_on(few, [], [LockContention()], until=T0 + HOUR) == []
     healthy = [reserve(i, i * 5, 300 if i % 50 == 0 else 20) for i in range(100)]  # 2%
     assert run_on(healthy, [], [LockContention()], until=T0 + HOUR) == []
 

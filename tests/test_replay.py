@@ -15,7 +15,7 @@ from conftest import orderwatch
 
 HEADLINE = ("callback_lost", "callback_failure_rate", "silent_shipment", "lock_ttl_overrun",
             "lock_contention", "duplicate_ship_request", "duplicate_order")
-TABLES = ("events", "order_state", "health_metrics", "alerts", "dead_letters")
+TABLES = ("events", "order_state", "health_metrics", "alerts", "dead_letters", "order_risk")
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -69,7 +69,37 @@ def test_headline_faults_all_found_and_clean_orders_quiet(faulty, capsys):
              if a["alert"] in HEADLINE and a["labels"].get("order_no") in clean}
     with capsys.disabled():
         print(f"clean orders {len(clean):,}, with a headline alert {len(noisy)}")
-    assert len(clean) > 15000 and len(noisy) / len(clean) <= 0.01
+    assert len(clean) > 12000 and len(noisy) / len(clean) <= 0.01
+
+
+CATALOGUE_AGGREGATE = ("callback_failure_rate", "callback_cert_expired", "lock_contention",
+                       "pending_payment_backlog", "channel_degraded")
+
+
+def test_the_whole_catalogue_and_the_risk_score_on_an_unseen_seed(faulty, capsys):
+    """Seed 11 was not used to train the risk model (benchmarks/detection.py runs three)."""
+    from sklearn.metrics import roc_auc_score
+
+    d, dsn, _ = faulty
+    labels = read_jsonl(d / "labels.jsonl")
+    result = score(read_jsonl(d / "alerts.jsonl"), labels)
+    expected = set(HEADLINE) | set(CATALOGUE_AGGREGATE) | {
+        "timezone_skew", "premature_timeout_cancel", "illegal_transition", "status_flapping",
+        "stuck_order", "settlement_missing", "order_risk_high"}
+    assert expected <= set(result)
+    for name in expected:
+        q = result[name]
+        floor = 0.95 if name in CATALOGUE_AGGREGATE else 0.98
+        assert q.precision >= 0.98 and q.recall >= floor, q.as_dict()
+    risk = orderwatch("sql", "--clickhouse", dsn,
+                      "SELECT order_no, max_risk FROM orderwatch.order_risk FINAL")
+    max_risk = {line.split("\t")[0]: float(line.split("\t")[1])
+                for line in risk.stdout.strip().splitlines()[1:]}
+    broken = {label["order_no"] for label in labels if label["fault"] == "order_risk_high"}
+    auc = roc_auc_score([o in broken for o in max_risk], list(max_risk.values()))
+    with capsys.disabled():
+        print(f"risk score: {len(max_risk):,} orders, {len(broken):,} broken, ROC AUC {auc:.4f}")
+    assert len(max_risk) == 20_000 and auc >= 0.95
 
 
 def test_every_alert_notification_has_the_contract_shape(faulty):
@@ -145,7 +175,8 @@ def test_salted_file_dead_letters_every_bad_line_and_processes_every_good_one(tm
     replay([tmp_path / "clean.jsonl"], clean_dsn, tmp_path / "clean-alerts.jsonl")
     salted, clean = counts(salted_dsn), counts(clean_dsn)
     assert salted["dead_letters"] == len(BAD_LINES) and clean["dead_letters"] == 0
-    assert {t: salted[t] for t in TABLES[:4]} == {t: clean[t] for t in TABLES[:4]}
+    same = [t for t in TABLES if t != "dead_letters"]
+    assert {t: salted[t] for t in same} == {t: clean[t] for t in same}
     assert sorted(read_jsonl(tmp_path / "salted-alerts.jsonl"), key=json.dumps) == \
         sorted(read_jsonl(tmp_path / "clean-alerts.jsonl"), key=json.dumps)
 

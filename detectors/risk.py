@@ -1,0 +1,350 @@
+"""Per-order risk score, 0 (healthy) to 100 (almost surely broken), with reason codes.
+
+Features come from the order's own history: which per-order alerts fired for it, how
+far it has gone toward its deadlines (paid but pending, shipped but unscanned, waiting
+in a state), and its notify failures. They also come from its context in this shard:
+its gateway's notify failure share over the last 5 minutes, and the share of its
+carrier's recent shipments that went silent. A logistic model trained on engine-labelled
+traffic (`risk_training.py`, coefficients in `risk_model.json`) turns them into
+`100 · sigmoid(b + w·x)`. A feature's contribution `w_i · x_i` ranks the reasons, the way
+a fraud analyst reads a payment-risk score.
+
+Scores are recomputed when one of the order's events is applied and when one of its
+alerts changes, always in event-time order, so a replay scores the same.
+`order_risk_high` fires at `risk_high` (60) and resolves when the order finishes or its
+score falls below `risk_review` (40). Each order also gets a verdict for
+`channel_degraded`: whether it reached `risk_high` within `channel_verdict_after_s` of
+its creation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
+from orderwatch.detectors.base import Alert, AlertBook, Deadlines
+from orderwatch.detectors.order_book import OrderState
+from orderwatch.engine import state_machine as sm
+from orderwatch.events import Event
+
+MODEL_PATH = Path(__file__).with_name("risk_model.json")
+ORDER_ALERTS = ("callback_lost", "silent_shipment", "duplicate_ship_request",
+                "lock_ttl_overrun", "timezone_skew", "premature_timeout_cancel",
+                "illegal_transition", "status_flapping", "stuck_order", "settlement_missing")
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    name: str
+    reason: str  # the reason code it speaks for: an alert name, or a context
+    zh: str
+    en: str
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("callback_lost", "callback_lost", "支付回调丢失：已支付{paid_min}分钟仍为待支付",
+            "payment callback lost: paid {paid_min} min ago, still pending payment"),
+    Feature("silent_shipment", "silent_shipment", "{carrier}已{silent_h}小时无轨迹",
+            "{carrier} silent for {silent_h} h"),
+    Feature("duplicate_ship_request", "duplicate_ship_request", "重复发货请求",
+            "ship requested more than once"),
+    Feature("lock_ttl_overrun", "lock_ttl_overrun", "锁持有时间超过TTL，可能并发执行",
+            "lock held past its TTL: concurrent execution possible"),
+    Feature("timezone_skew", "timezone_skew", "客户端下单时间相差整数小时（时区错误）",
+            "client order time off by whole hours (time-zone bug)"),
+    Feature("premature_timeout_cancel", "premature_timeout_cancel", "宽限期内被超时取消",
+            "timeout-cancelled inside its grace period"),
+    Feature("illegal_transition", "illegal_transition", "非法状态跳转",
+            "status changed in a way the state machine forbids"),
+    Feature("status_flapping", "status_flapping", "状态反复切换", "status flapping"),
+    Feature("stuck_order", "stuck_order", "在{status}停留{state_h}小时",
+            "in {status} for {state_h} h"),
+    Feature("settlement_missing", "settlement_missing", "已完成但未结算成功",
+            "completed without a successful settlement"),
+    Feature("paid_pending", "callback_lost", "已支付{paid_min}分钟仍为待支付",
+            "paid {paid_min} min ago, still pending payment"),
+    Feature("unscanned", "silent_shipment", "发货{silent_h}小时未揽收",
+            "shipped {silent_h} h ago, not yet scanned"),
+    Feature("in_state", "stuck_order", "在{status}已停留{state_h}小时",
+            "{state_h} h in {status}"),
+    Feature("notify_failures", "callback_lost", "支付通知{failures}次失败",
+            "{failures} failed payment notifications"),
+    Feature("gateway_failure_share", "gateway_health", "{gateway}回调失败率{gateway_pct}%",
+            "{gateway} failing {gateway_pct}% of notifications"),
+    Feature("carrier_silent_share", "carrier_health", "{carrier}近期{carrier_pct}%包裹无轨迹",
+            "{carrier}: {carrier_pct}% of recent parcels silent"),
+)
+FEATURE_NAMES = tuple(f.name for f in FEATURES)
+
+
+class RiskModel:
+    """Logistic model over FEATURES; the JSON file is written by risk_training.py."""
+
+    def __init__(self, coef: list[float], intercept: float, meta: dict[str, Any]) -> None:
+        if len(coef) != len(FEATURES):
+            raise ValueError(f"model has {len(coef)} coefficients for {len(FEATURES)} features")
+        self.coef = coef
+        self.intercept = intercept
+        self.meta = meta
+
+    @classmethod
+    def load(cls, path: Path = MODEL_PATH) -> RiskModel:
+        data = json.loads(path.read_text())
+        if tuple(data["features"]) != FEATURE_NAMES:
+            raise ValueError(f"{path} was trained on other features; retrain it")
+        return cls(data["coef"], data["intercept"], data.get("trained", {}))
+
+    def score(self, x: list[float]) -> tuple[float, list[tuple[float, int]]]:
+        """(risk 0-100, contributions as (w_i·x_i, feature index), largest first)."""
+        contributions = [(w * v, i) for i, (w, v) in enumerate(zip(self.coef, x, strict=True))
+                         if v]
+        z = self.intercept + sum(c for c, _ in contributions)
+        risk = 100.0 / (1.0 + math.exp(-max(-40.0, min(40.0, z))))
+        contributions.sort(reverse=True)
+        return risk, contributions
+
+
+class _Context:
+    """Shard-local health of gateways and carriers, by event time."""
+
+    MINUTE = 60
+
+    def __init__(self, window_s: float = 300.0) -> None:
+        self.window = int(window_s // self.MINUTE)
+        self.notifies: dict[str, dict[int, list[int]]] = {}
+        self.shipments: dict[str, dict[int, int]] = {}  # carrier → hour → shipments
+        self.silent: dict[str, int] = {}  # carrier → silent_shipment alerts firing
+
+    def learn(self, event: Event) -> None:
+        data = event.data
+        minute = int(event.ts // self.MINUTE)
+        if event.stream == "callback" and data["kind"] == "notify":
+            buckets = self.notifies.setdefault(data["gateway"], {})
+            bucket = buckets.setdefault(minute, [0, 0])
+            bucket[0] += 1
+            bucket[1] += not (200 <= data["http_status"] < 300) or not data["signature_valid"]
+            for old in [m for m in buckets if m <= minute - self.window]:
+                del buckets[old]
+        elif event.stream == "order" and data["action"] == "ship" and data["result"] == "ok":
+            hours = self.shipments.setdefault(data["carrier"], {})
+            hour = minute // 60
+            hours[hour] = hours.get(hour, 0) + 1
+            for old in [h for h in hours if h <= hour - 24]:
+                del hours[old]
+
+    def gateway_failure_share(self, gateway: str | None, now: float) -> float:
+        buckets = self.notifies.get(gateway or "")
+        if not buckets:
+            return 0.0
+        lo = int(now // self.MINUTE) - self.window
+        total = failed = 0
+        for minute, (n, f) in buckets.items():
+            if minute > lo:
+                total += n
+                failed += f
+        return failed / total if total >= 5 else 0.0
+
+    def carrier_silent_share(self, carrier: str | None) -> float:
+        shipped = sum(self.shipments.get(carrier or "", {}).values())
+        return min(1.0, self.silent.get(carrier or "", 0) / max(20, shipped))
+
+
+class _OrderRisk:
+    __slots__ = ("fired", "last_risk", "max_risk")
+
+    def __init__(self) -> None:
+        self.fired: set[str] = set()
+        self.last_risk = -1.0
+        self.max_risk = 0.0
+
+
+class RiskScorer:
+    name = "order_risk_high"
+
+    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS,
+                 model: RiskModel | None = None, language: str = "zh") -> None:
+        self.t = thresholds
+        self.model = model
+        self.language = language
+        self.book = AlertBook(self.name, "warning")
+        self.context = _Context(thresholds.callback_failure_window_s)
+        self._orders: dict[str, _OrderRisk] = {}
+        self._notify_failures: dict[str, int] = {}
+        self._verdicts = Deadlines()
+        self._retire = Deadlines()  # finished orders: resolve their alert after a while
+        self.hold = thresholds.instant_alert_hold_s
+        self.rows: list[list[Any]] = []  # order_risk rows: drained by the caller
+        self.verdicts: list[tuple[float, str, str, bool]] = []  # (at, order, channel, high)
+        self.snapshots: list[tuple[str, float, list[float]]] | None = None  # for training
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def learn_one(self, event: Event, order: OrderState) -> list[Alert]:
+        self.context.learn(event)
+        data = event.data
+        if event.stream == "callback" and data["kind"] == "notify" and (
+                not 200 <= data["http_status"] < 300 or not data["signature_valid"]):
+            self._notify_failures[event.order_no] = self._notify_failures.get(
+                event.order_no, 0) + 1
+        if (event.stream == "order" and data["action"] == "create"
+                and event.order_no not in self._verdicts):
+            self._verdicts.schedule(event.order_no, event.ts + self.t.channel_verdict_after_s)
+        return self._score(order, event.ts)
+
+    def observe(self, alerts: Iterable[Alert], orders: Mapping[str, OrderState],
+                now: float) -> list[Alert]:
+        """Alert transitions of the order detectors: re-score the orders they concern.
+
+        Each order is scored at its transition's own event time, not at `now` (which
+        depends on how input was chunked), so the score is the same in every replay.
+        """
+        out: list[Alert] = []
+        touched: dict[str, float] = {}
+        for alert in alerts:
+            if alert.alert == "silent_shipment":
+                carrier = alert.labels.get("carrier", "")
+                delta = 1 if alert.status == "firing" else -1
+                self.context.silent[carrier] = max(0, self.context.silent.get(carrier, 0) + delta)
+            order_no = alert.labels.get("order_no")
+            if order_no is None or alert.alert not in ORDER_ALERTS:
+                continue
+            if alert.status == "firing":
+                self._state(order_no).fired.add(alert.alert)
+            at = alert.starts_at if alert.ends_at is None else alert.ends_at
+            touched[order_no] = max(at, touched.get(order_no, at))
+        for order_no, at in touched.items():
+            order = orders.get(order_no)
+            if order is not None:
+                out.extend(self._score(order, at))
+        return out
+
+    def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
+        out = []
+        for order_no, at in list(self._retire.due(now)):
+            alert = self.book.resolve(order_no, at, "order finished")
+            if alert is not None:
+                out.append(alert)
+        for order_no, at in list(self._verdicts.due(now)):
+            order = orders.get(order_no)
+            state = self._orders.get(order_no)
+            high = state is not None and state.max_risk >= self.t.risk_high
+            if order is not None and order.channel:
+                self.verdicts.append((at, order_no, order.channel, high))
+        return out
+
+    def forget(self, order_no: str) -> None:
+        self._orders.pop(order_no, None)
+        self._notify_failures.pop(order_no, None)
+        self._verdicts.cancel(order_no)
+        self._retire.cancel(order_no)
+
+    def retire(self, order_no: str, now: float) -> list[Alert]:
+        """The order leaves memory: forget it, resolving its alert if still open."""
+        self.forget(order_no)
+        alert = self.book.resolve(order_no, now, "order left the pipeline's memory")
+        return [alert] if alert is not None else []
+
+    # --- scoring --------------------------------------------------------------------------
+
+    def features(self, order: OrderState, now: float) -> list[float]:
+        fired = self._orders[order.order_no].fired if order.order_no in self._orders else ()
+        x = [1.0 if name in fired else 0.0 for name in ORDER_ALERTS]
+        t = self.t
+        pending = order.paid_at is not None and (
+            order.left_pending_at is None or order.left_pending_at > now)
+        x.append(_clip((now - order.paid_at) / t.callback_lost_after_s) if pending else 0.0)
+        unscanned = order.shipped_at is not None and order.first_scan_at is None
+        limit = t.silent_fast_limit_s if order.carrier in t.silent_fast_carriers \
+            else t.silent_default_limit_s
+        x.append(_clip((now - order.shipped_at) / limit) if unscanned else 0.0)
+        state_limit = {sm.PENDING_REVIEW: t.stuck_review_s,
+                       sm.AWAITING_SHIPMENT: t.stuck_shipment_s,
+                       sm.PENDING_SETTLEMENT: t.stuck_settlement_s}.get(order.status or "")
+        x.append(_clip((now - order.status_at) / state_limit) if state_limit else 0.0)
+        x.append(_clip(self._notify_failures.get(order.order_no, 0) / 3))
+        x.append(self.context.gateway_failure_share(order.gateway, now))
+        x.append(self.context.carrier_silent_share(order.carrier) if order.shipped_at else 0.0)
+        return x
+
+    def _score(self, order: OrderState, now: float) -> list[Alert]:
+        x = self.features(order, now)
+        if self.snapshots is not None:
+            self.snapshots.append((order.order_no, now, x))
+        if self.model is None:
+            return []
+        risk, contributions = self.model.score(x)
+        state = self._state(order.order_no)
+        state.max_risk = max(state.max_risk, risk)
+        codes, texts = self._reasons(order, now, x, contributions)
+        if abs(risk - state.last_risk) >= 1.0 or order.finished_at is not None:
+            state.last_risk = risk
+            self.rows.append([order.order_no, round(risk, 1), round(state.max_risk, 1), texts,
+                              codes, order.channel or "", now])
+        key = order.order_no
+        out = []
+        if risk >= self.t.risk_high:
+            labels = {"order_no": key, "channel": order.channel or "",
+                      "reason": codes[0] if codes else ""}
+            alert = self.book.fire(
+                key, labels, now, round(risk, 1),
+                "; ".join(self._reasons(order, now, x, contributions, "en")[1]))
+            if alert is not None:
+                out.append(alert)
+        elif risk < self.t.risk_review:
+            alert = self.book.resolve(key, now)
+            if alert is not None:
+                out.append(alert)
+        if order.finished_at is not None and self.book.is_firing(key) and key not in self._retire:
+            # a broken order that finished (cancelled early, completed unsettled) stays
+            # visible for a while for its manual review
+            self._retire.schedule(key, max(now, order.finished_at) + self.hold)
+        return out
+
+    def _reasons(self, order: OrderState, now: float, x: list[float],
+                 contributions: list[tuple[float, int]], language: str | None = None,
+                 top: int = 3) -> tuple[list[str], list[str]]:
+        codes: list[str] = []
+        texts: list[str] = []
+        values = _reason_values(order, now, x, self._notify_failures.get(order.order_no, 0))
+        for weight, i in contributions:
+            feature = FEATURES[i]
+            if weight < 0.5 or feature.reason in codes:
+                continue
+            codes.append(feature.reason)
+            template = feature.zh if (language or self.language) == "zh" else feature.en
+            texts.append(template.format(**values))
+            if len(codes) == top:
+                break
+        return codes, texts
+
+    def _state(self, order_no: str) -> _OrderRisk:
+        state = self._orders.get(order_no)
+        if state is None:
+            state = self._orders[order_no] = _OrderRisk()
+        return state
+
+
+def _clip(value: float, hi: float = 2.0) -> float:
+    return max(0.0, min(hi, value))
+
+
+def _reason_values(order: OrderState, now: float, x: list[float],
+                   failures: int) -> dict[str, Any]:
+    paid_until = order.left_pending_at if order.left_pending_at is not None else now
+    scanned = order.first_scan_at if order.first_scan_at is not None else now
+    return {
+        "paid_min": round((paid_until - order.paid_at) / 60) if order.paid_at else 0,
+        "carrier": order.carrier or "?",
+        "silent_h": round((scanned - order.shipped_at) / 3600) if order.shipped_at else 0,
+        "status": order.status or "?",
+        "state_h": round((now - order.status_at) / 3600, 1) if order.status else 0,
+        "failures": failures,
+        "gateway": order.gateway or "?",
+        "gateway_pct": round(100 * x[FEATURE_NAMES.index("gateway_failure_share")]),
+        "carrier_pct": round(100 * x[FEATURE_NAMES.index("carrier_silent_share")]),
+    }
