@@ -72,6 +72,19 @@ class AggregateDetector(Protocol):
     def advance(self, now: float) -> Iterable[Alert]: ...
 
 
+class InstantOrderDetector:
+    """Base for per-order detectors whose alerts mark an instant (a skewed clock, an
+    illegal jump): `learn_one` proposes, event time releases, the hold resolves."""
+
+    book: AlertBook
+
+    def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
+        return self.book.release(now)
+
+    def forget(self, order_no: str) -> None:
+        """Nothing kept per order beyond open alerts, which resolve on their own."""
+
+
 class Deadlines:
     """Event-time timers: schedule a key at a time; `due(now)` yields keys whose time passed.
 

@@ -8,17 +8,15 @@ within the window (in either arrival order: the later-created order is the dupli
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook, Deadlines
+from orderwatch.detectors.base import Alert, AlertBook, Deadlines, InstantOrderDetector
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.events import Event
 
 SHIP_ACTIONS = frozenset({"ship_request", "ship"})
 
 
-class DuplicateShipRequest:
+class DuplicateShipRequest(InstantOrderDetector):
     name = "duplicate_ship_request"
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
@@ -48,9 +46,6 @@ class DuplicateShipRequest:
             f"{self.min_requests} ship requests with distinct request ids within "
             f"{first[-1][0] - first[0][0]:.1f} s")
         return []
-
-    def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
-        return self.book.release(now)
 
     def forget(self, order_no: str) -> None:
         self._requests.pop(order_no, None)

@@ -9,10 +9,9 @@ acquisitions, mean contention (a hot or too coarse key).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook
+from orderwatch.detectors.base import Alert, AlertBook, InstantOrderDetector
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.detectors.sliding_window import SlidingCounts
 from orderwatch.events import Event
@@ -29,7 +28,7 @@ def lock_family(key: str) -> str:
     return ":".join(family) or key
 
 
-class LockTtlOverrun:
+class LockTtlOverrun(InstantOrderDetector):
     name = "lock_ttl_overrun"
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
@@ -49,12 +48,6 @@ class LockTtlOverrun:
             f"{event.data['action']} held {lock['key']} for {held / 1000:.1f} s, "
             f"longer than its {ttl / 1000:.1f} s TTL")
         return []
-
-    def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
-        return self.book.release(now)
-
-    def forget(self, order_no: str) -> None:
-        """Nothing per order is kept beyond the open alerts, which resolve on their own."""
 
 
 # Log-spaced wait buckets (ms) to estimate the p95 that alerts report.

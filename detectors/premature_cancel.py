@@ -7,16 +7,14 @@ noticeably before `created_at + grace_period_s` is a bug.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook
+from orderwatch.detectors.base import Alert, AlertBook, InstantOrderDetector
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.events import Event
 from orderwatch.timestamps import duration_text
 
 
-class PrematureTimeoutCancel:
+class PrematureTimeoutCancel(InstantOrderDetector):
     name = "premature_timeout_cancel"
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
@@ -35,9 +33,3 @@ class PrematureTimeoutCancel:
                 f"timeout-cancelled {duration_text(waited)} after creation; the grace period "
                 f"is {duration_text(order.grace_s)}")
         return []
-
-    def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
-        return self.book.release(now)
-
-    def forget(self, order_no: str) -> None:
-        """Nothing per order beyond open alerts, which resolve on their own."""

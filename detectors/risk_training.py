@@ -29,14 +29,19 @@ from orderwatch.detectors.catalogue import order_detectors
 from orderwatch.detectors.risk import FEATURE_NAMES, MODEL_PATH, RiskModel, RiskScorer
 from orderwatch.engine.faults import SCENARIOS
 from orderwatch.engine.simulator import SimConfig, Simulator
-from orderwatch.events import validate
+from orderwatch.events import InvalidEvent, validate
 from orderwatch.timestamps import from_rfc3339
 
 
 def snapshots(seed: int, orders: int) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
     """Feature snapshots of one simulated run, their labels and the broken orders."""
     sim = Simulator(SimConfig(seed=seed, orders=orders, faults=frozenset(SCENARIOS)))
-    events = [validate(e) for e in sim.events()]
+    events = []
+    for data in sim.events():
+        try:
+            events.append(validate(data))
+        except InvalidEvent:
+            continue  # a garbled record: the pipeline dead-letters it
     scorer = RiskScorer(DEFAULT_THRESHOLDS, model=None)
     scorer.snapshots = []
     run_on(events, order_detectors(DEFAULT_THRESHOLDS), risk=scorer)

@@ -6,16 +6,14 @@ split succeeds (bank API time-outs), so the books never see it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook
+from orderwatch.detectors.base import Alert, AlertBook, InstantOrderDetector
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.engine import state_machine as sm
 from orderwatch.events import Event
 
 
-class SettlementMissing:
+class SettlementMissing(InstantOrderDetector):
     name = "settlement_missing"
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
@@ -35,9 +33,6 @@ class SettlementMissing:
             self.book.propose(event.order_no, {"order_no": event.order_no}, event.ts, 1.0,
                               f"marked completed by {how} without a successful settlement")
         return []
-
-    def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
-        return self.book.release(now)
 
     def forget(self, order_no: str) -> None:
         self._settled.discard(order_no)

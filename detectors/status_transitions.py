@@ -9,10 +9,9 @@ event-time order from the order book: `prev_status` is what OrderWatch saw befor
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook
+from orderwatch.detectors.base import Alert, AlertBook, InstantOrderDetector
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.engine import state_machine as sm
 from orderwatch.events import Event
@@ -33,7 +32,7 @@ def status_change(event: Event, order: OrderState) -> tuple[str | None, str] | N
     return prev, new
 
 
-class IllegalTransition:
+class IllegalTransition(InstantOrderDetector):
     name = "illegal_transition"
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
@@ -53,14 +52,8 @@ class IllegalTransition:
             "state machine does not allow")
         return []
 
-    def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
-        return self.book.release(now)
 
-    def forget(self, order_no: str) -> None:
-        """Nothing per order beyond open alerts, which resolve on their own."""
-
-
-class StatusFlapping:
+class StatusFlapping(InstantOrderDetector):
     name = "status_flapping"
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
@@ -98,9 +91,6 @@ class StatusFlapping:
             count += 1
             expect_to = frm
         return count
-
-    def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
-        return self.book.release(now)
 
     def forget(self, order_no: str) -> None:
         self._changes.pop(order_no, None)

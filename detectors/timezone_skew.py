@@ -7,10 +7,8 @@ orders minutes after creation. Honest clock drift is seconds, never exactly N ho
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook
+from orderwatch.detectors.base import Alert, AlertBook, InstantOrderDetector
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.events import Event, parse_timestamp
 
@@ -26,7 +24,7 @@ def whole_hour_offset(server_ts: float, client_ts: float, tolerance_s: float) ->
     return 0
 
 
-class TimezoneSkew:
+class TimezoneSkew(InstantOrderDetector):
     name = "timezone_skew"
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
@@ -47,9 +45,3 @@ class TimezoneSkew:
                 f"client time {client} is exactly {abs(hours)} h "
                 f"{'behind' if hours > 0 else 'ahead of'} the server's: a time-zone bug")
         return []
-
-    def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
-        return self.book.release(now)
-
-    def forget(self, order_no: str) -> None:
-        """Nothing per order beyond open alerts, which resolve on their own."""

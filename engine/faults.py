@@ -53,6 +53,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "a deploy breaks the notify route for 3 h: paid orders pile up pending"),
     Scenario("channel_outage", "window", ("channel_degraded", "callback_lost"),
              "one channel's payment handler answers 200 but drops the status update"),
+    Scenario("malformed_events", "noise", (),
+             "a producer bug sends garbled extra copies of a few events (dead letters)"),
 )}
 
 # Every order with one of these faults is broken: its risk score must reach the alert

@@ -110,6 +110,7 @@ class Simulator:
         self._windows = self._plan_windows()
         self._per_order = [name for name in PER_ORDER if name in config.faults]
         self._created: dict[str, tuple[str, float]] = {}  # order → (channel, created at)
+        self._malformed = "malformed_events" in config.faults
 
     # --- public ---------------------------------------------------------------------------
 
@@ -155,6 +156,20 @@ class Simulator:
         if self.cfg.noise and self.rng.random() < self.cfg.redelivery_share:
             again = self.now + delay + self.rng.uniform(1, 90)
             heapq.heappush(self._out, (again, next(self._seq), event))
+        if self._malformed and self.rng.random() < 0.0005:
+            heapq.heappush(self._out, (self.now + delay, next(self._seq), self._garble(event)))
+
+    def _garble(self, event: dict[str, Any]) -> dict[str, Any]:
+        """A producer bug: a copy with a field dropped, mistyped or mis-formatted."""
+        bad = dict(event, event_id=event["event_id"] + "-garbled")
+        kind = self.rng.randrange(3)
+        if kind == 0:
+            del bad["order_no"]
+        elif kind == 1:
+            bad["occurred_at"] = bad["occurred_at"][:19].replace("T", " ")  # no zone
+        else:
+            bad["order_no"] = 12345
+        return bad
 
     # --- fault windows --------------------------------------------------------------------
 

@@ -91,6 +91,12 @@ CREATE TABLE IF NOT EXISTS {db}.order_risk (
 ) ENGINE = ReplacingMergeTree(updated_at)
 ORDER BY order_no
 """),
+    (7, "ALTER TABLE {db}.order_state ADD COLUMN IF NOT EXISTS paid_at "
+        "Nullable(DateTime64(3, 'UTC'))"),
+    (8, "ALTER TABLE {db}.order_state ADD COLUMN IF NOT EXISTS shipped_at "
+        "Nullable(DateTime64(3, 'UTC'))"),
+    (9, "ALTER TABLE {db}.order_state ADD COLUMN IF NOT EXISTS first_scan_at "
+        "Nullable(DateTime64(3, 'UTC'))"),
 )
 
 TABLES = ("events", "order_state", "health_metrics", "alerts", "dead_letters", "order_risk")
@@ -99,7 +105,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "events": ("event_id", "stream", "order_no", "occurred_at", "kind", "payload"),
     "order_state": ("order_no", "status", "status_at", "created_at", "left_pending_at",
                     "user_id", "channel", "gateway", "amount", "warehouse", "carrier",
-                    "waybill_no", "events", "last_event_at"),
+                    "waybill_no", "events", "last_event_at", "paid_at", "shipped_at",
+                    "first_scan_at"),
     "health_metrics": ("bucket", "metric", "dimension", "dim_value", "value"),
     "alerts": ("alert", "status", "severity", "fingerprint", "labels", "order_no",
                "starts_at", "ends_at", "value", "summary"),

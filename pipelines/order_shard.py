@@ -80,7 +80,8 @@ def order_row(o: OrderState) -> list:
     return [o.order_no, o.status or "", _dt(o.status_at if o.status else o.last_event_at),
             _dt(o.created_at), _dt(o.left_pending_at), o.user_id or "", o.channel or "",
             o.gateway or "", o.amount, o.warehouse or "", o.carrier or "", o.waybill_no or "",
-            o.events, _dt(o.last_event_at)]
+            o.events, _dt(o.last_event_at), _dt(o.paid_at), _dt(o.shipped_at),
+            _dt(o.first_scan_at)]
 
 
 class OrderShard:

@@ -89,3 +89,9 @@ def shared() -> Path:
     assert (SHARED / "contract" / "events.schema.json").is_file(), \
         f"shared/ not found at {SHARED}; set ORDERWATCH_SHARED"
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def chdb_dsn(tmp_path_factory) -> str:
+    """The one chDB data path of this test process (chDB allows one per process)."""
+    return f"chdb://{tmp_path_factory.mktemp('chdb')}"

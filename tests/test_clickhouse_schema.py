@@ -9,10 +9,9 @@ from orderwatch.pipelines.clickhouse_client import connect, parse_dsn
 from orderwatch.pipelines.clickhouse_schema import COLUMNS, MIGRATIONS, TABLES, migrate
 
 
-@pytest.fixture(scope="session")
-def chdb(tmp_path_factory):
-    """One chDB data path per process (an engine limit); tests use their own databases."""
-    return connect(parse_dsn(f"chdb://{tmp_path_factory.mktemp('chdb')}"))
+@pytest.fixture(scope="module")
+def chdb(chdb_dsn):
+    return connect(parse_dsn(chdb_dsn))
 
 
 def test_migrations_are_idempotent_and_create_every_table(chdb):

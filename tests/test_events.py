@@ -107,7 +107,8 @@ def _mutations(rng: random.Random, data: dict) -> dict:
 
 def test_validator_agrees_with_schema_on_simulated_and_corrupted_events(schema):
     """Every engine event is valid; on thousands of corruptions both validators agree."""
-    sim = Simulator(SimConfig(seed=3, orders=300, faults=frozenset(SCENARIOS)))
+    sim = Simulator(SimConfig(seed=3, orders=300,
+                              faults=frozenset(SCENARIOS) - {"malformed_events"}))
     events = list(sim.events())
     rng = random.Random(5)
     disagreements = []

@@ -60,7 +60,20 @@ def test_orders_follow_the_state_machine():
     assert statuses["cancelled"] > 0
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_malformed_events_are_extra_garbled_copies():
+    from orderwatch.events import InvalidEvent
+
+    noisy, _ = run(seed=8, orders=3000, faults=frozenset({"malformed_events"}))
+    garbled = [e for e in noisy if str(e.get("event_id", "")).endswith("-garbled")]
+    intact = {e["event_id"] for e in noisy if e not in garbled}
+    assert garbled
+    for event in garbled:
+        assert event["event_id"].removesuffix("-garbled") in intact  # a copy, not a loss
+        with pytest.raises(InvalidEvent):
+            validate(event)
+
+
+@pytest.mark.parametrize("scenario", sorted(set(SCENARIOS) - {"malformed_events"}))
 def test_each_scenario_writes_labels_for_what_it_must_raise(scenario):
     _, labels = run(seed=4, orders=3000, faults=frozenset({scenario}))
     direct = [label for label in labels if label["fault"] not in DERIVED]

@@ -1,0 +1,1 @@
+"""Grafana dashboards as code, their provisioning, and the Prometheus rules."""
