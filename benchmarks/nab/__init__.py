@@ -1,0 +1,1 @@
+"""The Numenta Anomaly Benchmark, scored from NAB's published method (issue #4)."""
