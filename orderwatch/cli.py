@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--start", type=_timestamp, default=None, metavar="RFC3339",
                      help="event time of the first order (default 2026-02-23T00:00:00+08:00)")
     sim.add_argument("--list-faults", action="store_true", help="list fault scenarios")
+    sim.add_argument("--brokers", metavar="HOST:PORT",
+                     help="also publish the events to Kafka (orders, callbacks, logistics), "
+                     "keyed by order_no")
 
     rep = sub.add_parser("replay", help="feed recorded events through the dataflow")
     rep.add_argument("files", nargs="+", metavar="EVENTS.jsonl")
@@ -90,6 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--alerts-out", metavar="ALERTS.jsonl",
                      help="write every alert notification here (default: the console)")
     rep.add_argument("--metrics", action="store_true", help="serve /metrics while replaying")
+
+    con = sub.add_parser("consume", help="production mode: the same dataflow reading Kafka")
+    con.add_argument("--brokers", required=True, metavar="HOST:PORT")
+    con.add_argument("--topics", default="orders,callbacks,logistics", metavar="LIST",
+                     help="the three streams' topics (default orders,callbacks,logistics)")
+    con.add_argument("--clickhouse", metavar="DSN", help="as for replay")
+    con.add_argument("--alerts-out", metavar="ALERTS.jsonl",
+                     help="write every alert notification here (default: the console)")
+    con.add_argument("--dead-letter-topic", default="orderwatch.dead_letters", metavar="TOPIC",
+                     help="where malformed messages are copied, reason in a header "
+                     "('' to disable)")
+    con.add_argument("--until-end", action="store_true",
+                     help="stop at the end of every partition (a backfill) instead of tailing")
 
     sql = sub.add_parser("sql", help="run a query on the embedded (or any) ClickHouse")
     sql.add_argument("query")
@@ -113,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args, settings)
         if args.command == "sql":
             return cmd_sql(args, settings)
+        if args.command == "consume":
+            return cmd_consume(args, settings)
     except (ConfigError, UsageError) as exc:
         print(f"orderwatch: {exc}", file=sys.stderr)
         return 2
@@ -134,24 +152,71 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         for s in SCENARIOS.values():
             print(f"{s.name:<20} {s.scope:<7} raises {', '.join(s.raises):<60} {s.story}")
         return 0
-    if not args.out:
-        raise UsageError("simulate needs --out EVENTS.jsonl")
+    if not args.out and not args.brokers:
+        raise UsageError("simulate needs --out EVENTS.jsonl and/or --brokers HOST:PORT")
     config = SimConfig(seed=args.seed, orders=args.orders, faults=args.faults)
     if args.start is not None:
         config.start = args.start
+    publisher = None
+    if args.brokers:
+        from orderwatch.pipelines.kafka_sink import EventPublisher
+
+        publisher = EventPublisher(args.brokers)
     count = 0
-    with open(args.out, "wb") as out:
+    with open(args.out or os.devnull, "wb") as out:
         def write(event: dict) -> None:
             nonlocal count
             out.write(orjson.dumps(event) + b"\n")
+            if publisher is not None:
+                publisher.publish(event)
             count += 1
         labels = simulate(config, write)
+    if publisher is not None:
+        publisher.close()
     if args.labels:
         with open(args.labels, "wb") as f:
             for label in labels:
                 f.write(orjson.dumps(label) + b"\n")
-    print(f"wrote {count:,} events for {args.orders:,} orders to {args.out}"
+    where = " and ".join(w for w in (args.out, args.brokers and f"Kafka at {args.brokers}")
+                         if w)
+    print(f"wrote {count:,} events for {args.orders:,} orders to {where}"
           + (f", {len(labels):,} fault labels to {args.labels}" if args.labels else ""))
+    return 0
+
+
+def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
+    from orderwatch.alerts.outputs import ConsoleNotifier, JsonlNotifier
+    from orderwatch.pipelines.kafka_sink import DeadLetterTopicSink
+    from orderwatch.pipelines.kafka_source import KafkaSource
+    from orderwatch.pipelines.runner import execute
+    from orderwatch.pipelines.sources import StopSignal
+
+    settings = _with_dsn(settings, args.clickhouse, None)
+    topics = tuple(t.strip() for t in args.topics.split(",") if t.strip())
+    if len(topics) != 3:
+        raise UsageError("--topics takes three topics: orders,callbacks,logistics")
+    stop = StopSignal()
+
+    def on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        os.write(sys.stderr.fileno(), b"\nstopping: flushing state, writing results...\n")
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGTERM, on_interrupt)
+    source = KafkaSource(args.brokers, topics, settings.pipeline.source_batch_size,
+                         args.until_end, stop)
+    tz = settings.display_timezone
+    if args.alerts_out:
+        open(args.alerts_out, "wb").close()
+        notifiers = [JsonlNotifier(args.alerts_out, tz)]
+    else:
+        notifiers = [ConsoleNotifier(tz)]
+    dead = DeadLetterTopicSink(args.brokers, args.dead_letter_topic) \
+        if args.dead_letter_topic else None
+    summary = execute(source, settings, notifiers, serve_metrics=True, dead_letters=dead)
+    print("\n".join(summary.lines(tz)))
     return 0
 
 

@@ -28,6 +28,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import DynamicSink
 
 from orderwatch.config import Settings
 from orderwatch.detectors.base import Alert
@@ -57,7 +58,8 @@ def route_to_order_shards(decoded: Decoded, shards: int) -> list[tuple[str, Shar
     for event in decoded.events:
         by_shard[shard_of(event.order_no, shards)].append(event)
     return [(key, ShardInput(key, events, decoded.partition, decoded.max_ts, decoded.ended,
-                             decoded.partitions)) for key, events in by_shard.items()]
+                             decoded.partitions, decoded.idle))
+            for key, events in by_shard.items()]
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -109,7 +111,8 @@ def prometheus_updater(exporter: Exporter) -> Callable[[Any], None]:
 
 
 def build_flow(source: Source[Chunk], settings: Settings, clickhouse: ClickHouseSink,
-               alerts: AlertSink, exporter: Exporter) -> Dataflow:
+               alerts: AlertSink, exporter: Exporter,
+               dead_letters: DynamicSink | None = None) -> Dataflow:
     p = settings.pipeline
     flow = Dataflow("orderwatch")
     chunks = op.input("input", flow, source)
@@ -138,4 +141,7 @@ def build_flow(source: Source[Chunk], settings: Settings, clickhouse: ClickHouse
 
     op.output("prometheus", op.merge("summaries", decoded, shard_out, aggregate_out),
               MetricsSink(prometheus_updater(exporter)))
+    if dead_letters is not None:  # e.g. a Kafka dead-letter topic, besides the table
+        op.output("dead_letter_copies", op.filter("with_dead", decoded, lambda d: bool(d.dead)),
+                  dead_letters)
     return flow

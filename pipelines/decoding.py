@@ -25,6 +25,8 @@ class Chunk:
     records: list[Any]
     ended: bool = False  # this partition has no more input
     partitions: int = 1  # how many partitions the source has in all
+    positions: list[int] | None = None  # per record (Kafka offsets); else consecutive
+    idle: bool = False  # caught up for now (tailing Kafka): do not hold event time back
 
 
 @dataclass(slots=True)
@@ -58,6 +60,7 @@ class Decoded:
     ended: bool
     partitions: int
     records: int = 0
+    idle: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -65,10 +68,10 @@ def decode_chunk(chunk: Chunk, max_event_bytes: int = 1 << 20) -> Decoded:
     events: list[Event] = []
     dead: list[DeadLetter] = []
     max_ts = NEVER
-    position = chunk.first_position
-    for record in chunk.records:
+    positions = chunk.positions
+    for k, record in enumerate(chunk.records):
+        position = positions[k] if positions is not None else chunk.first_position + k
         if not record:  # a blank line carries no event
-            position += 1
             continue
         try:
             if isinstance(record, dict):
@@ -86,6 +89,5 @@ def decode_chunk(chunk: Chunk, max_event_bytes: int = 1 << 20) -> Decoded:
             events.append(event)
             if event.ts > max_ts:
                 max_ts = event.ts
-        position += 1
     return Decoded(chunk.partition, events, dead, max_ts, chunk.ended, chunk.partitions,
-                   len(chunk.records))
+                   len(chunk.records), chunk.idle)

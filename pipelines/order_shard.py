@@ -35,6 +35,7 @@ class ShardInput:
     max_ts: float
     ended: bool
     partitions: int
+    idle: bool = False
 
 
 @dataclass(slots=True)
@@ -107,7 +108,7 @@ class OrderShard:
         for event in inp.events:
             if not self.buffer.push_event(event):
                 self._apply(event, out, batch)  # later than the allowed lateness
-        self.watermark.observe(inp.partition, inp.max_ts, inp.ended, inp.partitions)
+        self.watermark.observe(inp.partition, inp.max_ts, inp.ended, inp.partitions, inp.idle)
         mark = self.watermark.watermark()
         if mark > self.now:
             for event in self.buffer.release(mark):

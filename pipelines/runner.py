@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from bytewax.inputs import Source
 from bytewax.testing import run_main
@@ -88,7 +89,7 @@ class Progress(threading.Thread):
 
 def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier], *,
             serve_metrics: bool = False, progress_s: float | None = None,
-            exporter: Exporter | None = None) -> Summary:
+            exporter: Exporter | None = None, dead_letters: Any = None) -> Summary:
     target = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database)
     client = connect(target)
     with write_lock:
@@ -114,7 +115,7 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
     flow = build_flow(source, settings,
                       ClickHouseSink(target, exporter, p.clickhouse_batch_rows,
                                      p.clickhouse_flush_s),
-                      AlertSink(notifiers, exporter, count), exporter)
+                      AlertSink(notifiers, exporter, count), exporter, dead_letters)
     heartbeat = Progress(exporter, progress_s, settings.display_timezone) if progress_s else None
     started = time.monotonic()
     try:

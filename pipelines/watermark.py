@@ -13,15 +13,19 @@ NEVER = -float("inf")
 
 
 class WatermarkTracker:
-    __slots__ = ("_ended", "_latest", "expected", "lateness")
+    __slots__ = ("_ended", "_idle", "_latest", "expected", "lateness")
 
     def __init__(self, lateness_s: float, expected_partitions: int = 1) -> None:
         self.lateness = lateness_s
         self.expected = expected_partitions
         self._latest: dict[str, float] = {}
         self._ended: set[str] = set()
+        self._idle: set[str] = set()
 
-    def observe(self, partition: str, max_ts: float, ended: bool, partitions: int) -> None:
+    def observe(self, partition: str, max_ts: float, ended: bool, partitions: int,
+                idle: bool = False) -> None:
+        """`idle`: the partition is caught up (tailing Kafka) and must not hold event time
+        back until it delivers again."""
         self.expected = max(self.expected, partitions)
         if max_ts > self._latest.get(partition, NEVER):
             self._latest[partition] = max_ts
@@ -29,6 +33,10 @@ class WatermarkTracker:
             self._latest[partition] = NEVER
         if ended:
             self._ended.add(partition)
+        if idle and max_ts == NEVER:
+            self._idle.add(partition)
+        else:
+            self._idle.discard(partition)
 
     @property
     def all_ended(self) -> bool:
@@ -41,7 +49,10 @@ class WatermarkTracker:
             return max(self._latest.values())
         if len(self._latest) < self.expected:
             return NEVER
-        live = [ts for p, ts in self._latest.items() if p not in self._ended]
+        live = [ts for p, ts in self._latest.items()
+                if p not in self._ended and p not in self._idle]
+        if not live:  # every partition caught up: nothing older can still arrive
+            live = [max(self._latest.values())]
         return min(live) - self.lateness
 
 

@@ -1,0 +1,74 @@
+"""Kafka out: engine traffic to the three topics, and bad records to a dead-letter topic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import Producer
+
+from orderwatch.pipelines.decoding import Decoded
+
+TOPIC_OF_STREAM = {"order": "orders", "callback": "callbacks", "logistics": "logistics"}
+DEAD_LETTER_TOPIC = "orderwatch.dead_letters"
+
+
+class EventPublisher:
+    """Publishes contract events keyed by `order_no` (one order stays in one partition)."""
+
+    def __init__(self, brokers: str, topics: dict[str, str] | None = None) -> None:
+        self.producer = Producer({"bootstrap.servers": brokers, "linger.ms": 20,
+                                  "enable.idempotence": False})
+        self.topics = topics or TOPIC_OF_STREAM
+        self.sent = 0
+
+    def publish(self, event: dict[str, Any]) -> None:
+        topic = self.topics.get(event.get("stream"), self.topics["order"])
+        key = event.get("order_no")
+        self.publish_raw(topic, orjson.dumps(event),
+                         key.encode() if isinstance(key, str) else None)
+
+    def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key)
+                break
+            except BufferError:  # the local queue is full: let it drain
+                self.producer.poll(0.5)
+        self.sent += 1
+        self.producer.poll(0)
+
+    def close(self) -> None:
+        left = self.producer.flush(60)
+        if left:
+            raise RuntimeError(f"{left} messages were not delivered to Kafka")
+
+
+class _DeadLetterPartition(StatelessSinkPartition[Decoded]):
+    def __init__(self, brokers: str, topic: str) -> None:
+        self.producer = Producer({"bootstrap.servers": brokers})
+        self.topic = topic
+
+    def write_batch(self, items: list[Decoded]) -> None:
+        for decoded in items:
+            for dead in decoded.dead:
+                self.producer.produce(
+                    self.topic, value=dead.payload,
+                    headers=[("reason", dead.reason.encode()),
+                             ("source", f"{dead.source}@{dead.position}".encode())])
+        self.producer.flush(30)
+
+    def close(self) -> None:
+        self.producer.flush(30)
+
+
+class DeadLetterTopicSink(DynamicSink[Decoded]):
+    """Copies every dead-lettered record to a Kafka topic, the reason in a header."""
+
+    def __init__(self, brokers: str, topic: str = DEAD_LETTER_TOPIC) -> None:
+        self.brokers = brokers
+        self.topic = topic
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        return _DeadLetterPartition(self.brokers, self.topic)
