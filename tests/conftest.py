@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,13 @@ def lock(key: str, wait_ms: float = 10, held_ms: float | None = 100, ttl_ms: flo
     if held_ms is not None and acquired:
         out["held_ms"] = held_ms
     return out
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def orderwatch(*args: str, cwd: Path | None = None, timeout: float = 600,

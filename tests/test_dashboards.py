@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from orderwatch.pipelines.clickhouse_client import connect, parse_dsn
 from orderwatch.pipelines.runner import execute
 from orderwatch.pipelines.sources import JsonlSource
 
-from conftest import REPO, orderwatch
+from conftest import REPO, free_port, orderwatch
 
 RULES = REPO / "dashboards" / "prometheus" / "rules.yml"
 VARIABLES = {
@@ -106,12 +105,6 @@ def test_a_broken_clickhouse_panel_fails(filled):
 
 
 # --- Prometheus ---------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
