@@ -28,6 +28,7 @@ from typing import Any
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
 from orderwatch.detectors.base import Alert, AlertBook, Deadlines
+from orderwatch.detectors.callback_health import notify_failed
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.engine import state_machine as sm
 from orderwatch.events import Event
@@ -127,7 +128,7 @@ class _Context:
             buckets = self.notifies.setdefault(data["gateway"], {})
             bucket = buckets.setdefault(minute, [0, 0])
             bucket[0] += 1
-            bucket[1] += not (200 <= data["http_status"] < 300) or not data["signature_valid"]
+            bucket[1] += notify_failed(data)
             for old in [m for m in buckets if m <= minute - self.window]:
                 del buckets[old]
         elif event.stream == "order" and data["action"] == "ship" and data["result"] == "ok":
@@ -187,8 +188,7 @@ class RiskScorer:
     def learn_one(self, event: Event, order: OrderState) -> list[Alert]:
         self.context.learn(event)
         data = event.data
-        if event.stream == "callback" and data["kind"] == "notify" and (
-                not 200 <= data["http_status"] < 300 or not data["signature_valid"]):
+        if event.stream == "callback" and data["kind"] == "notify" and notify_failed(data):
             self._notify_failures[event.order_no] = self._notify_failures.get(
                 event.order_no, 0) + 1
         if (event.stream == "order" and data["action"] == "create"

@@ -185,34 +185,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
-    from orderwatch.alerts.outputs import ConsoleNotifier, JsonlNotifier
     from orderwatch.pipelines.kafka_sink import DeadLetterTopicSink
     from orderwatch.pipelines.kafka_source import KafkaSource
     from orderwatch.pipelines.runner import execute
-    from orderwatch.pipelines.sources import StopSignal
 
     settings = _with_dsn(settings, args.clickhouse, None)
     topics = tuple(t.strip() for t in args.topics.split(",") if t.strip())
     if len(topics) != 3:
         raise UsageError("--topics takes three topics: orders,callbacks,logistics")
-    stop = StopSignal()
-
-    def on_interrupt(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        os.write(sys.stderr.fileno(), b"\nstopping: flushing state, writing results...\n")
-
-    signal.signal(signal.SIGINT, on_interrupt)
-    signal.signal(signal.SIGTERM, on_interrupt)
+    stop = _stop_on_signals()
     source = KafkaSource(args.brokers, topics, settings.pipeline.source_batch_size,
                          args.until_end, stop)
     tz = settings.display_timezone
-    if args.alerts_out:
-        open(args.alerts_out, "wb").close()
-        notifiers = [JsonlNotifier(args.alerts_out, tz)]
-    else:
-        notifiers = [ConsoleNotifier(tz)]
+    notifiers = _notifiers(args.alerts_out, tz)
     dead = DeadLetterTopicSink(args.brokers, args.dead_letter_topic) \
         if args.dead_letter_topic else None
     summary = execute(source, settings, notifiers, serve_metrics=True, dead_letters=dead)
@@ -228,8 +213,35 @@ def _with_dsn(settings: Settings, dsn: str | None, data_dir: str | None) -> Sett
     return settings
 
 
-def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+def _notifiers(alerts_out: str | None, tz: str) -> list:
+    """Every alert to ALERTS.jsonl (written anew each run), or else to the console."""
     from orderwatch.alerts.outputs import ConsoleNotifier, JsonlNotifier
+
+    if alerts_out:
+        open(alerts_out, "wb").close()
+        return [JsonlNotifier(alerts_out, tz)]
+    return [ConsoleNotifier(tz)]
+
+
+def _stop_on_signals():
+    """First Ctrl-C (or SIGTERM): end the input cleanly, flush, summarize; second: abort."""
+    from orderwatch.pipelines.sources import StopSignal
+
+    stop = StopSignal()
+
+    def on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        # not print(): the main thread may be inside print() right now (reentrant write)
+        os.write(sys.stderr.fileno(), "\nstopping: flushing state, writing results…\n".encode())
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGTERM, on_interrupt)
+    return stop
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.pipelines.runner import execute
     from orderwatch.pipelines.sources import JsonlSource
 
@@ -238,11 +250,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"no such event file: {path}")
     settings = _with_dsn(settings, args.clickhouse, None)
     tz = settings.display_timezone
-    if args.alerts_out:
-        open(args.alerts_out, "wb").close()  # each replay writes the file anew
-        notifiers = [JsonlNotifier(args.alerts_out, tz)]
-    else:
-        notifiers = [ConsoleNotifier(tz)]
+    notifiers = _notifiers(args.alerts_out, tz)
     summary = execute(JsonlSource(args.files, settings.pipeline.source_batch_size), settings,
                       notifiers, serve_metrics=args.metrics)
     print("\n".join(summary.lines(tz)))
@@ -253,24 +261,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.alerts.outputs import ConsoleNotifier
     from orderwatch.engine.simulator import SimConfig
     from orderwatch.pipelines.runner import execute
-    from orderwatch.pipelines.sources import EngineSource, StopSignal
+    from orderwatch.pipelines.sources import EngineSource
 
     settings = _with_dsn(settings, None, args.data or (
         None if "ORDERWATCH_CLICKHOUSE_DSN" in os.environ else "./data"))
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
     config = SimConfig(seed=seed, orders=None, faults=args.faults, start=time.time(),
                        first_window_at=10 * 60.0, record_labels=False)
-    stop = StopSignal()
-
-    def on_interrupt(signum, frame):  # first Ctrl-C: finish cleanly; second: abort
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        # not print(): the main thread may be inside print() right now (reentrant write)
-        os.write(sys.stderr.fileno(), "\nstopping: flushing state, writing results…\n".encode())
-
-    signal.signal(signal.SIGINT, on_interrupt)
-    signal.signal(signal.SIGTERM, on_interrupt)
+    stop = _stop_on_signals()
     print(f"OrderWatch live: reference engine (seed {seed}, faults: "
           f"{', '.join(sorted(args.faults)) or 'none'}) at {args.rate:,.0f} events/s")
     print(f"metrics   http://{settings.metrics_host}:{settings.metrics_port}/metrics")
