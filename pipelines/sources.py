@@ -104,13 +104,13 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
         now = time.monotonic()
         ended = self.stop.is_set() or (self.deadline is not None and now >= self.deadline)
         due = int((now - self.started) * self.rate) - self.emitted
-        records = []
-        for event in self.events:
-            records.append(event)
-            if len(records) >= due:
+        records: list[dict[str, Any]] = []
+        while len(records) < due:  # nothing due yet: emit nothing, rather than one event
+            event = next(self.events, None)
+            if event is None:  # a finite simulation is over
+                ended = True
                 break
-        else:
-            ended = True
+            records.append(event)
         self.emitted += len(records)
         first = self.emitted - len(records) + 1
         if ended:
