@@ -145,7 +145,6 @@ class OrderBook:
                 self._expiry.schedule(order_no, quiet_until)
                 continue
             del self.orders[order_no]
-            self._dirty.pop(order_no, None)
             gone.append(order_no)
         return gone
 

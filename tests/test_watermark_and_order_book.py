@@ -57,6 +57,15 @@ def test_finished_orders_leave_memory_after_retention_idle_ones_after_max_idle()
     assert len(book) == 0
 
 
+def test_an_order_finished_and_expired_in_one_step_still_reports_its_last_state():
+    book = OrderBook(finished_retention_s=HOUR)
+    book.apply(order_event("F2", 0, "create", "pending_payment"))
+    assert [o.status for o in book.drain_changed()] == ["pending_payment"]
+    book.apply(order_event("F2", 60, "cancel", "cancelled"))
+    assert book.expire(T0 + 2 * HOUR) == ["F2"]
+    assert [(o.order_no, o.status) for o in book.drain_changed()] == [("F2", "cancelled")]
+
+
 def test_reorder_buffer_releases_oldest_first_and_flags_late_items():
     from orderwatch.detectors.event_time import ReorderBuffer
 
