@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import threading
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -40,13 +41,19 @@ def parse_dsn(dsn: str, default_database: str = "orderwatch") -> Target:
         path = dsn[len("chdb://"):]
         if not path:
             raise ConfigError("chdb:// DSN needs a path, e.g. chdb:///var/lib/orderwatch")
-        return Target("chdb://" + os.path.abspath(path), default_database, True)
+        return Target("chdb://" + os.path.abspath(path), _database(default_database), True)
     parts = urlsplit(dsn)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"unsupported ClickHouse DSN {dsn.split('@')[-1]!r}: use "
                           "chdb:///path or http://host:8123/database")
-    database = parts.path.strip("/") or default_database
-    return Target(dsn, database, False)
+    return Target(dsn, _database(parts.path.strip("/") or default_database), False)
+
+
+def _database(name: str) -> str:
+    """The database name goes into DDL, where values cannot be bound: it must be a plain name."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
+        raise ConfigError(f"ClickHouse database name {name!r} must be letters, digits and _")
+    return name
 
 
 def connect(target: Target):

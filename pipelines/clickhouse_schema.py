@@ -97,6 +97,10 @@ ORDER BY order_no
         "Nullable(DateTime64(3, 'UTC'))"),
     (9, "ALTER TABLE {db}.order_state ADD COLUMN IF NOT EXISTS first_scan_at "
         "Nullable(DateTime64(3, 'UTC'))"),
+    # Raw data expires by arrival time, not event time: a backfill of old events is kept.
+    # Change the retention with the same ALTER and another INTERVAL.
+    (10, "ALTER TABLE {db}.events MODIFY TTL toDateTime(ingested_at) + INTERVAL 90 DAY"),
+    (11, "ALTER TABLE {db}.dead_letters MODIFY TTL toDateTime(received_at) + INTERVAL 30 DAY"),
 )
 
 TABLES = ("events", "order_state", "health_metrics", "alerts", "dead_letters", "order_risk")

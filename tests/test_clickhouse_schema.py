@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from orderwatch.config import ConfigError
@@ -32,6 +34,22 @@ def test_dsn_parsing():
     server = parse_dsn("http://ow:secret@ch:8123/shop")
     assert not server.embedded and server.database == "shop"
     assert "secret" not in server.redacted()
-    for bad in ("chdb://", "ftp://x", "ch:8123"):
+    for bad in ("chdb://", "ftp://x", "ch:8123", "http://ch:8123/x;DROP TABLE y"):
         with pytest.raises(ConfigError):
             parse_dsn(bad)
+
+
+def test_raw_data_expires_by_arrival_time_not_event_time(chdb):
+    migrate(chdb, "ttl_test")
+    ddl = chdb.query("SELECT name, create_table_query FROM system.tables "
+                     "WHERE database = 'ttl_test'").result_rows
+    ttl = {name for name, query in ddl if " TTL " in query}
+    assert ttl == {"events", "dead_letters"}
+    old, new = datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC)
+    columns = ["event_id", "stream", "order_no", "occurred_at", "kind", "payload", "ingested_at"]
+    chdb.insert("ttl_test.events", [["expired", "order", "O1", new, "create", "{}", old],
+                                    ["backfill", "order", "O2", old, "create", "{}", new]],
+                column_names=columns)
+    chdb.command("OPTIMIZE TABLE ttl_test.events FINAL")
+    kept = chdb.query("SELECT event_id FROM ttl_test.events").result_rows
+    assert kept == [("backfill",)]
