@@ -107,11 +107,59 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument("--until-end", action="store_true",
                      help="stop at the end of every partition (a backfill) instead of tailing")
 
+    for verb in (rep, con):
+        _add_execution_flags(verb)
+
     sql = sub.add_parser("sql", help="run a query on the embedded (or any) ClickHouse")
     sql.add_argument("query")
     sql.add_argument("--clickhouse", metavar="DSN", help="as for replay")
     sql.add_argument("--data", metavar="DIR", help="embedded ClickHouse directory")
     return parser
+
+
+def _env_default(name: str, kind=str):
+    raw = os.environ.get(name)
+    return None if raw is None else kind(raw)
+
+
+def _add_execution_flags(parser: argparse.ArgumentParser) -> None:
+    """Bytewax's own scaling and recovery flags (and env variables), as `bytewax.run` has them."""
+    group = parser.add_argument_group("scaling and recovery (as in python -m bytewax.run)")
+    group.add_argument("-i", "--process-id", type=int,
+                       default=_env_default("BYTEWAX_PROCESS_ID", int),
+                       help="this process's index among --addresses; 0 is the leader, which "
+                       "writes ClickHouse and the alerts [env: BYTEWAX_PROCESS_ID]")
+    group.add_argument("-a", "--addresses", default=os.environ.get("BYTEWAX_ADDRESSES"),
+                       metavar="HOST:PORT;…",
+                       help="every process's address, separated by ';' [env: BYTEWAX_ADDRESSES]")
+    group.add_argument("-w", "--workers-per-process", type=_positive(int),
+                       default=_env_default("BYTEWAX_WORKERS_PER_PROCESS", int) or 1)
+    group.add_argument("-r", "--recovery-directory", metavar="DIR",
+                       default=os.environ.get("BYTEWAX_RECOVERY_DIRECTORY"),
+                       help="keep state snapshots here and resume from them after a crash "
+                       "(created if missing) [env: BYTEWAX_RECOVERY_DIRECTORY]")
+    group.add_argument("-s", "--snapshot-interval", type=_positive(float), metavar="S",
+                       default=_env_default("BYTEWAX_SNAPSHOT_INTERVAL", float) or 10.0,
+                       help="seconds between snapshots; a resume replays at most this much "
+                       "(default 10) [env: BYTEWAX_SNAPSHOT_INTERVAL]")
+
+
+def _execution(args: argparse.Namespace):
+    from pathlib import Path
+
+    from orderwatch.pipelines.runner import Cluster, Recovery
+
+    addresses = tuple(a.strip() for a in (args.addresses or "").split(";") if a.strip())
+    process_id = args.process_id if args.process_id is not None else 0
+    if addresses and not 0 <= process_id < len(addresses):
+        raise UsageError(f"--process-id {process_id} is not an index into the "
+                         f"{len(addresses)} --addresses")
+    if args.process_id is not None and not addresses:
+        raise UsageError("--process-id needs --addresses (every process's host:port)")
+    recovery = None
+    if args.recovery_directory:
+        recovery = Recovery(Path(args.recovery_directory), args.snapshot_interval)
+    return Cluster(process_id, addresses, args.workers_per_process), recovery
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -193,14 +241,16 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
     topics = tuple(t.strip() for t in args.topics.split(",") if t.strip())
     if len(topics) != 3:
         raise UsageError("--topics takes three topics: orders,callbacks,logistics")
+    cluster, recovery = _execution(args)
     stop = _stop_on_signals()
     source = KafkaSource(args.brokers, topics, settings.pipeline.source_batch_size,
                          args.until_end, stop)
     tz = settings.display_timezone
-    notifiers = _notifiers(args.alerts_out, tz)
+    notifiers = _notifiers(args.alerts_out, tz, cluster, recovery)
     dead = DeadLetterTopicSink(args.brokers, args.dead_letter_topic) \
         if args.dead_letter_topic else None
-    summary = execute(source, settings, notifiers, serve_metrics=True, dead_letters=dead)
+    summary = execute(source, settings, notifiers, serve_metrics=True, dead_letters=dead,
+                      cluster=cluster, recovery=recovery)
     print("\n".join(summary.lines(tz)))
     return 0
 
@@ -213,12 +263,19 @@ def _with_dsn(settings: Settings, dsn: str | None, data_dir: str | None) -> Sett
     return settings
 
 
-def _notifiers(alerts_out: str | None, tz: str) -> list:
-    """Every alert to ALERTS.jsonl (written anew each run), or else to the console."""
+def _notifiers(alerts_out: str | None, tz: str, cluster, recovery) -> list:
+    """Every alert to ALERTS.jsonl, or else to the console.
+
+    The file is written anew, except when resuming from a recovery snapshot: then it is
+    continued. Only the leader process writes it.
+    """
     from orderwatch.alerts.outputs import ConsoleNotifier, JsonlNotifier
 
+    if not cluster.leader:
+        return []  # alerts reach the leader process only
     if alerts_out:
-        open(alerts_out, "wb").close()
+        if not (recovery is not None and recovery.resuming()):
+            open(alerts_out, "wb").close()
         return [JsonlNotifier(alerts_out, tz)]
     return [ConsoleNotifier(tz)]
 
@@ -249,10 +306,12 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         if not os.path.isfile(path):
             raise UsageError(f"no such event file: {path}")
     settings = _with_dsn(settings, args.clickhouse, None)
+    cluster, recovery = _execution(args)
     tz = settings.display_timezone
-    notifiers = _notifiers(args.alerts_out, tz)
+    notifiers = _notifiers(args.alerts_out, tz, cluster, recovery)
     summary = execute(JsonlSource(args.files, settings.pipeline.source_batch_size), settings,
-                      notifiers, serve_metrics=args.metrics)
+                      notifiers, serve_metrics=args.metrics, cluster=cluster,
+                      recovery=recovery)
     print("\n".join(summary.lines(tz)))
     return 0
 

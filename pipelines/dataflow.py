@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -41,16 +42,24 @@ from orderwatch.pipelines.sinks import AlertSink, ClickHouseSink, MetricsSink
 
 
 class _ShardLogic(StatefulBatchLogic):
-    """Adapts a plain shard object (`process(input) -> output`) to Bytewax state."""
+    """Adapts a plain shard object (`process(input) -> output`) to Bytewax state.
+
+    The recovery snapshot is the pickled shard: bytes cannot change after the epoch ends,
+    as Bytewax requires of a snapshot.
+    """
 
     def __init__(self, shard: Any) -> None:
         self.shard = shard
 
+    @classmethod
+    def builder(cls, new: Callable[[], Any]) -> Callable[[bytes | None], _ShardLogic]:
+        return lambda state: cls(new() if state is None else pickle.loads(state))
+
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
         return [self.shard.process(v) for v in values], StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> Any:
-        return self.shard
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def route_to_order_shards(decoded: Decoded, shards: int) -> list[tuple[str, ShardInput]]:
@@ -110,6 +119,10 @@ def prometheus_updater(exporter: Exporter) -> Callable[[Any], None]:
     return update
 
 
+def _to_leader(item: Any) -> tuple[str, Any]:
+    return (ClickHouseSink.PART, item)
+
+
 def build_flow(source: Source[Chunk], settings: Settings, clickhouse: ClickHouseSink,
                alerts: AlertSink, exporter: Exporter,
                dead_letters: DynamicSink | None = None) -> Dataflow:
@@ -121,23 +134,23 @@ def build_flow(source: Source[Chunk], settings: Settings, clickhouse: ClickHouse
     shard_in = op.flat_map("route_orders", decoded,
                            lambda d: route_to_order_shards(d, p.order_shards))
     shard_out = op.key_rm("orders_out", op.stateful_batch(
-        "orders", shard_in, lambda state: _ShardLogic(state or OrderShard(settings))))
+        "orders", shard_in, _ShardLogic.builder(lambda: OrderShard(settings))))
 
     aggregate_in = op.flat_map("route_aggregates", shard_out, lambda o: o.to_aggregates)
     aggregate_out = op.key_rm("aggregates_out", op.stateful_batch(
-        "aggregates", aggregate_in, lambda state: _ShardLogic(state or AggregateShard(settings))))
+        "aggregates", aggregate_in, _ShardLogic.builder(lambda: AggregateShard(settings))))
 
     all_alerts = op.merge("alerts",
                           op.flat_map("order_alerts", shard_out, lambda o: o.alerts),
                           op.flat_map("aggregate_alerts", aggregate_out, lambda o: o.alerts))
-    op.output("notify", all_alerts, alerts)
+    op.output("notify", op.map("alerts_to_leader", all_alerts, _to_leader), alerts)
 
     rows = op.merge("rows",
                     op.flat_map("dead_letter_rows", decoded, dead_letter_rows),
                     op.flat_map("shard_rows", shard_out, shard_rows),
                     op.flat_map("metric_rows", aggregate_out, metric_rows),
                     op.flat_map("alert_rows", all_alerts, alert_rows))
-    op.output("clickhouse", rows, clickhouse)
+    op.output("clickhouse", op.map("rows_to_leader", rows, _to_leader), clickhouse)
 
     op.output("prometheus", op.merge("summaries", decoded, shard_out, aggregate_out),
               MetricsSink(prometheus_updater(exporter)))

@@ -7,10 +7,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from bytewax.inputs import Source
-from bytewax.testing import run_main
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import cluster_main, run_main
 
 from orderwatch.alerts.outputs import Notifier
 from orderwatch.config import Settings
@@ -31,6 +34,54 @@ from orderwatch.pipelines.sinks import AlertSink, ClickHouseSink
 from orderwatch.timestamps import to_rfc3339
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """Where this process stands among the processes running the dataflow together.
+
+    Process 0 is the leader: it owns ClickHouse (migrations, writes, the final merge) and
+    the alert notifiers. With no addresses the dataflow runs alone in this process.
+    """
+
+    process_id: int = 0
+    addresses: tuple[str, ...] = ()
+    workers_per_process: int = 1
+
+    @property
+    def leader(self) -> bool:
+        return self.process_id == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """Bytewax recovery: state snapshots in `directory` every `snapshot_interval_s`."""
+
+    directory: Path
+    snapshot_interval_s: float = 10.0
+
+    PARTITIONS = 1  # recovery database partitions; fixed once created
+
+    def resuming(self) -> bool:
+        return any(self.directory.glob("part-*.sqlite3"))
+
+    def prepare(self) -> RecoveryConfig:
+        if not self.resuming():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            init_db_dir(self.directory, self.PARTITIONS)
+        return RecoveryConfig(self.directory)
+
+
+def run_flow(flow: Any, cluster: Cluster, recovery: Recovery | None) -> None:
+    options: dict[str, Any] = {}
+    if recovery is not None:
+        options = {"recovery_config": recovery.prepare(),
+                   "epoch_interval": timedelta(seconds=recovery.snapshot_interval_s)}
+    if cluster.addresses or cluster.workers_per_process > 1:
+        cluster_main(flow, list(cluster.addresses), cluster.process_id,
+                     worker_count_per_proc=cluster.workers_per_process, **options)
+    else:
+        run_main(flow, **options)
 
 
 @dataclass
@@ -89,22 +140,25 @@ class Progress(threading.Thread):
 
 def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier], *,
             serve_metrics: bool = False, progress_s: float | None = None,
-            exporter: Exporter | None = None, dead_letters: Any = None) -> Summary:
+            exporter: Exporter | None = None, dead_letters: Any = None,
+            cluster: Cluster = Cluster(), recovery: Recovery | None = None) -> Summary:
     target = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database)
-    client = connect(target)
-    with write_lock:
-        migrate(client, target.database)
+    client = connect(target) if cluster.leader else None
+    if client is not None:
+        with write_lock:
+            migrate(client, target.database)
     exporter = exporter or Exporter()
     server = None
     if serve_metrics:
-        reader = connect_read_only(target) if target.embedded else None
+        reader = connect_read_only(target) if target.embedded and cluster.leader else None
 
         def read_only(sql: str) -> tuple[list[str], list[tuple]]:
             with write_lock:
                 result = reader.query(sql)
             return list(result.column_names), result.result_rows
 
-        server = serve(exporter, settings.metrics_host, settings.metrics_port,
+        server = serve(exporter, settings.metrics_host,
+                       settings.metrics_port + cluster.process_id,
                        read_only if reader is not None else None)
     alerts: Counter = Counter()
 
@@ -114,14 +168,15 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
     p = settings.pipeline
     flow = build_flow(source, settings,
                       ClickHouseSink(target, exporter, p.clickhouse_batch_rows,
-                                     p.clickhouse_flush_s),
-                      AlertSink(notifiers, exporter, count), exporter, dead_letters)
+                                     p.clickhouse_flush_s, cluster.leader),
+                      AlertSink(notifiers, exporter, count, cluster.leader), exporter,
+                      dead_letters)
     heartbeat = Progress(exporter, progress_s, settings.display_timezone) if progress_s else None
     started = time.monotonic()
     try:
         if heartbeat:
             heartbeat.start()
-        run_main(flow)
+        run_flow(flow, cluster, recovery)
     finally:
         if heartbeat:
             heartbeat.stopped.set()
@@ -129,8 +184,9 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
             notifier.close()
         if server is not None:
             server.shutdown()
-    with write_lock:
-        settle(client, target.database)
+    if client is not None:
+        with write_lock:
+            settle(client, target.database)
     mark = exporter.value("orderwatch_event_time_watermark_seconds")
     return Summary(target, time.monotonic() - started, int(exporter.total("orderwatch_events")),
                    int(exporter.total("orderwatch_events_redelivered")),

