@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--brokers", metavar="HOST:PORT",
                      help="also publish the events to Kafka (orders, callbacks, logistics), "
                      "keyed by order_no")
+    sim.add_argument("--rate", type=_positive(float), metavar="EPS",
+                     help="live: publish endless traffic starting now at EPS events per "
+                     "second until Ctrl-C (needs --brokers; --orders is ignored)")
 
     rep = sub.add_parser("replay", help="feed recorded events through the dataflow")
     rep.add_argument("files", nargs="+", metavar="EVENTS.jsonl")
@@ -109,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     for verb in (rep, con):
         _add_execution_flags(verb)
+
+    relay = sub.add_parser("relay", help="Alertmanager webhooks to the WeCom/DingTalk robots")
+    relay.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; any other needs "
+                       "ORDERWATCH_RELAY_TOKEN)")
+    relay.add_argument("--port", type=_positive(int), default=9095)
+    relay.add_argument("--robots", metavar="FILE", help="robots and routes "
+                       "(default $ORDERWATCH_ROBOTS_FILE)")
+    relay.add_argument("--state", metavar="DIR", help="outbox directory "
+                       "(default $ORDERWATCH_STATE_DIR or ./data/state)")
 
     sql = sub.add_parser("sql", help="run a query on the embedded (or any) ClickHouse")
     sql.add_argument("query")
@@ -179,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_sql(args, settings)
         if args.command == "consume":
             return cmd_consume(args, settings)
+        if args.command == "relay":
+            return cmd_relay(args, settings)
     except (ConfigError, UsageError) as exc:
         print(f"orderwatch: {exc}", file=sys.stderr)
         return 2
@@ -202,6 +217,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 0
     if not args.out and not args.brokers:
         raise UsageError("simulate needs --out EVENTS.jsonl and/or --brokers HOST:PORT")
+    if args.rate is not None:
+        return _simulate_live(args)
     config = SimConfig(seed=args.seed, orders=args.orders, faults=args.faults)
     if args.start is not None:
         config.start = args.start
@@ -232,6 +249,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate_live(args: argparse.Namespace) -> int:
+    from orderwatch.engine.simulator import SimConfig, Simulator
+    from orderwatch.pipelines.kafka_sink import EventPublisher
+
+    if not args.brokers or args.out:
+        raise UsageError("simulate --rate publishes live to Kafka: give --brokers, not --out")
+    config = SimConfig(seed=args.seed, orders=None, faults=args.faults, start=time.time(),
+                       first_window_at=10 * 60.0, record_labels=False)
+    publisher = EventPublisher(args.brokers)
+    stop = _stop_on_signals()
+    print(f"publishing live traffic to Kafka at {args.brokers}, {args.rate:,.0f} events/s "
+          "(Ctrl-C to stop)", flush=True)
+    started = time.monotonic()
+    for sent, event in enumerate(Simulator(config).events()):
+        if stop.is_set():
+            break
+        ahead = sent / args.rate - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+        publisher.publish(event)
+    publisher.close()
+    print(f"published {publisher.sent:,} events")
+    return 0
+
+
 def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.pipelines.kafka_sink import DeadLetterTopicSink
     from orderwatch.pipelines.kafka_source import KafkaSource
@@ -246,7 +288,7 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
     source = KafkaSource(args.brokers, topics, settings.pipeline.source_batch_size,
                          args.until_end, stop)
     tz = settings.display_timezone
-    notifiers = _notifiers(args.alerts_out, tz, cluster, recovery)
+    notifiers = _notifiers(settings, args.alerts_out, cluster, recovery)
     dead = DeadLetterTopicSink(args.brokers, args.dead_letter_topic) \
         if args.dead_letter_topic else None
     summary = execute(source, settings, notifiers, serve_metrics=True, dead_letters=dead,
@@ -263,21 +305,54 @@ def _with_dsn(settings: Settings, dsn: str | None, data_dir: str | None) -> Sett
     return settings
 
 
-def _notifiers(alerts_out: str | None, tz: str, cluster, recovery) -> list:
-    """Every alert to ALERTS.jsonl, or else to the console.
+def _notifiers(settings: Settings, alerts_out: str | None, cluster=None,
+               recovery=None) -> list:
+    """Every alert to ALERTS.jsonl and the configured robots; with neither, the console.
 
     The file is written anew, except when resuming from a recovery snapshot: then it is
-    continued. Only the leader process writes it.
+    continued. Only the leader process notifies.
     """
     from orderwatch.alerts.outputs import ConsoleNotifier, JsonlNotifier
 
-    if not cluster.leader:
+    tz = settings.display_timezone
+    if cluster is not None and not cluster.leader:
         return []  # alerts reach the leader process only
+    notifiers: list = []
     if alerts_out:
         if not (recovery is not None and recovery.resuming()):
             open(alerts_out, "wb").close()
-        return [JsonlNotifier(alerts_out, tz)]
-    return [ConsoleNotifier(tz)]
+        notifiers.append(JsonlNotifier(alerts_out, tz))
+    if settings.robots_file:
+        from orderwatch.alerts.robot_config import load_robots
+        from orderwatch.alerts.robot_notifier import RobotNotifier
+
+        config = load_robots(settings.robots_file)
+        if config.disabled:
+            print(f"robots switched off (their URL variable is empty): "
+                  f"{', '.join(config.disabled)}", file=sys.stderr)
+        if config.robots:
+            notifiers.append(RobotNotifier(config, settings.state_dir, tz))
+    return notifiers or [ConsoleNotifier(tz)]
+
+
+def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
+    from orderwatch.alerts.relay import Relay, serve_relay
+
+    robots = args.robots or settings.robots_file
+    if not robots:
+        raise UsageError("relay needs --robots FILE (or ORDERWATCH_ROBOTS_FILE)")
+    token = os.environ.get("ORDERWATCH_RELAY_TOKEN") or None
+    relay = Relay(robots, args.state or settings.state_dir, token, settings.display_timezone)
+    stop = _stop_on_signals()
+    server = serve_relay(relay, args.host, args.port)
+    print(f"relay listening on http://{args.host}:{args.port}/alertmanager/<route> "
+          f"(routes: {', '.join(r.name for r in relay.config.routes)}; robots: "
+          f"{', '.join(relay.config.robots) or 'none'})", flush=True)
+    while not stop.is_set():
+        time.sleep(0.2)
+    server.shutdown()
+    relay.worker.stop()
+    return 0
 
 
 def _stop_on_signals():
@@ -308,7 +383,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     settings = _with_dsn(settings, args.clickhouse, None)
     cluster, recovery = _execution(args)
     tz = settings.display_timezone
-    notifiers = _notifiers(args.alerts_out, tz, cluster, recovery)
+    notifiers = _notifiers(settings, args.alerts_out, cluster, recovery)
     summary = execute(JsonlSource(args.files, settings.pipeline.source_batch_size), settings,
                       notifiers, serve_metrics=args.metrics, cluster=cluster,
                       recovery=recovery)
@@ -317,7 +392,6 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from orderwatch.alerts.outputs import ConsoleNotifier
     from orderwatch.engine.simulator import SimConfig
     from orderwatch.pipelines.runner import execute
     from orderwatch.pipelines.sources import EngineSource
@@ -332,10 +406,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
           f"{', '.join(sorted(args.faults)) or 'none'}) at {args.rate:,.0f} events/s")
     print(f"metrics   http://{settings.metrics_host}:{settings.metrics_port}/metrics")
     print(f"results   {settings.clickhouse_dsn} (database {settings.clickhouse_database})")
-    print("alerts    console (no robot configured)\n", flush=True)
+    notifiers = _notifiers(settings, None)
+    robots = [n for n in notifiers if hasattr(n, "outbox")]
+    print("alerts    " + (f"robots ({', '.join(robots[0].config.robots)}) via "
+                          f"{settings.robots_file}" if robots
+                          else "console (no robot configured)") + "\n", flush=True)
     summary = execute(EngineSource(config, args.rate, args.duration, stop), settings,
-                      [ConsoleNotifier(settings.display_timezone)], serve_metrics=True,
-                      progress_s=5.0)
+                      notifiers, serve_metrics=True, progress_s=5.0)
     print("\nsummary\n" + "\n".join(summary.lines(settings.display_timezone)))
     return 0
 

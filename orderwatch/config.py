@@ -95,6 +95,8 @@ class Settings:
     metrics_port: int = 9464
     display_timezone: str = "Asia/Shanghai"
     language: str = "zh"
+    robots_file: str = ""  # robots and routes (alerts/robots.example.yml); "" = console only
+    state_dir: str = "./data/state"  # robot outbox, relay state
     thresholds: Thresholds = field(default_factory=Thresholds)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 

@@ -1,0 +1,66 @@
+"""One thing to tell a robot: an OrderWatch alert or an Alertmanager alert, in one shape."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from orderwatch.detectors.base import Alert
+from orderwatch.timestamps import from_rfc3339
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    key: str  # identity of this transition: the same notice twice is sent once
+    alert: str
+    status: str  # firing | resolved
+    severity: str
+    labels: Mapping[str, str]
+    starts_at: float
+    ends_at: float | None
+    summary: str
+
+    @property
+    def route_labels(self) -> dict[str, str]:
+        return {**self.labels, "alert": self.alert, "severity": self.severity}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "alert": self.alert, "status": self.status,
+                "severity": self.severity, "labels": dict(self.labels),
+                "starts_at": self.starts_at, "ends_at": self.ends_at, "summary": self.summary}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Notice:
+        return cls(d["key"], d["alert"], d["status"], d["severity"], d["labels"],
+                   d["starts_at"], d["ends_at"], d["summary"])
+
+
+def from_alert(alert: Alert) -> Notice:
+    key = f"{alert.fingerprint}:{alert.status}:{alert.starts_at:.3f}"
+    return Notice(key, alert.alert, alert.status, alert.severity, dict(alert.labels),
+                  alert.starts_at, alert.ends_at, alert.summary)
+
+
+def _time(text: str | None) -> float | None:
+    if not text or text.startswith("0001-01-01"):  # Alertmanager's "not set"
+        return None
+    return from_rfc3339(text.replace("Z", "+00:00"))
+
+
+def from_alertmanager(alert: Mapping[str, Any]) -> Notice:
+    """One entry of an Alertmanager webhook (version 4) `alerts` list."""
+    labels = {str(k): str(v) for k, v in (alert.get("labels") or {}).items()}
+    notes = alert.get("annotations") or {}
+    status = alert.get("status")
+    if status not in ("firing", "resolved"):
+        raise ValueError(f"alert status must be firing or resolved, got {status!r}")
+    starts_at = _time(alert.get("startsAt"))
+    if starts_at is None:
+        raise ValueError("alert has no startsAt")
+    fingerprint = str(alert.get("fingerprint") or sorted(labels.items()))
+    name = labels.pop("alertname", "alert")
+    severity = labels.pop("severity", "warning")
+    return Notice(f"am:{fingerprint}:{status}:{starts_at:.3f}", name, status, severity, labels,
+                  starts_at, _time(alert.get("endsAt")) if status == "resolved" else None,
+                  str(notes.get("summary") or notes.get("description") or name))

@@ -1,0 +1,133 @@
+"""Which robots exist and which alerts go to which: `robots.yml`, secrets from the env.
+
+The file names environment variables, never holds URLs or secrets itself:
+
+    robots:
+      ops:  {kind: wecom, url_env: ORDERWATCH_WECOM_OPS_URL, message: markdown}
+      pay:  {kind: dingtalk, url_env: ORDERWATCH_DINGTALK_PAY_URL,
+             secret_env: ORDERWATCH_DINGTALK_PAY_SECRET, keyword: OrderWatch,
+             mention_mobiles: ["13800000000"]}
+    routes:                      # first match wins; `continue: true` goes on matching
+      - {name: critical, match: {severity: critical}, robots: [ops, pay], continue: true}
+      - {name: default, robots: [ops]}
+
+A robot whose URL variable is unset or empty is switched off (and said so at start).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from orderwatch.config import ConfigError
+
+KINDS = {"wecom": ("markdown", "text"), "dingtalk": ("markdown", "text", "action_card")}
+
+
+@dataclass(frozen=True, slots=True)
+class RobotConfig:
+    name: str
+    kind: str
+    url: str = field(repr=False)
+    secret: str | None = field(default=None, repr=False)
+    keyword: str | None = None
+    mention_mobiles: tuple[str, ...] = ()
+    message: str = "markdown"
+    language: str = "zh"
+    dashboard_url: str | None = None  # the actionCard button and message links
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    robots: tuple[str, ...]
+    match: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    go_on: bool = False
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(key) in values for key, values in self.match.items())
+
+
+@dataclass(frozen=True, slots=True)
+class RobotsConfig:
+    robots: Mapping[str, RobotConfig]
+    routes: tuple[Route, ...]
+    disabled: tuple[str, ...] = ()  # configured, but their URL variable is empty
+
+    def robots_for(self, labels: Mapping[str, str]) -> list[RobotConfig]:
+        """Robots for an alert (labels include `alert` and `severity`), in route order."""
+        names: list[str] = []
+        for route in self.routes:
+            if route.matches(labels):
+                names += [n for n in route.robots if n not in names]
+                if not route.go_on:
+                    break
+        return [self.robots[n] for n in names if n in self.robots]
+
+    def route(self, name: str) -> Route | None:
+        return next((r for r in self.routes if r.name == name), None)
+
+
+def load_robots(path: str | Path, env: Mapping[str, str] | None = None) -> RobotsConfig:
+    env = os.environ if env is None else env
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read robots file {path}: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("robots"), dict):
+        raise ConfigError(f"{path}: needs a `robots:` mapping")
+    robots, disabled = {}, []
+    for name, spec in doc["robots"].items():
+        robot = _robot(str(name), spec or {}, env, path)
+        if robot is None:
+            disabled.append(str(name))
+        else:
+            robots[robot.name] = robot
+    routes = tuple(_route(i, spec, doc["robots"], path)
+                   for i, spec in enumerate(doc.get("routes") or [{"robots": list(robots)}]))
+    return RobotsConfig(robots, routes, tuple(disabled))
+
+
+def _robot(name: str, spec: dict, env: Mapping[str, str], path) -> RobotConfig | None:
+    where = f"{path}: robot {name!r}"
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}")
+    if "url" in spec or "secret" in spec:
+        raise ConfigError(f"{where}: put the URL and secret in environment variables "
+                          "(url_env, secret_env), not in the file")
+    url_env = spec.get("url_env")
+    if not url_env:
+        raise ConfigError(f"{where}: url_env (the variable holding the webhook URL) is missing")
+    url = env.get(url_env, "").strip()
+    if not url:
+        return None
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(f"{where}: ${url_env} is not an http(s) URL")
+    secret = env.get(spec["secret_env"], "").strip() or None if spec.get("secret_env") else None
+    if spec.get("secret_env") and not secret:
+        raise ConfigError(f"{where}: ${spec['secret_env']} (the signing secret) is empty")
+    message = spec.get("message", "markdown")
+    if message not in KINDS[kind]:
+        raise ConfigError(f"{where}: message must be one of {', '.join(KINDS[kind])}")
+    language = spec.get("language", "zh")
+    if language not in ("zh", "en"):
+        raise ConfigError(f"{where}: language must be zh or en")
+    mobiles = tuple(str(m) for m in spec.get("mention_mobiles") or ())
+    return RobotConfig(name, kind, url, secret, spec.get("keyword"), mobiles, message,
+                       language, spec.get("dashboard_url"))
+
+
+def _route(index: int, spec: dict, robots: dict, path) -> Route:
+    name = str(spec.get("name") or f"route{index}")
+    names = tuple(str(r) for r in spec.get("robots") or ())
+    unknown = [r for r in names if r not in robots]
+    if unknown:
+        raise ConfigError(f"{path}: route {name!r} names unknown robots {unknown}")
+    match = {str(k): tuple(map(str, v)) if isinstance(v, list) else (str(v),)
+             for k, v in (spec.get("match") or {}).items()}
+    return Route(name, names, match, bool(spec.get("continue", False)))

@@ -1,0 +1,158 @@
+"""`orderwatch relay` as Alertmanager uses it: a real Alertmanager (Debian package) sends
+its webhook to the relay, which posts to the fake robot server."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fake_robot import FakeRobots
+
+from conftest import free_ports
+
+TOKEN = "relay-test-token"
+
+
+@pytest.fixture()
+def robots(tmp_path):
+    fake = FakeRobots(time.time, wecom_keys={"wk"},
+                      dingtalk={"dt": {"secret": "SECrelay", "keyword": "OrderWatch"}})
+    base = fake.start()
+    (tmp_path / "robots.yml").write_text(
+        "robots:\n"
+        "  ops: {kind: wecom, url_env: OPS_URL}\n"
+        "  pay: {kind: dingtalk, url_env: PAY_URL, secret_env: PAY_SECRET, keyword: OrderWatch}\n"
+        "routes:\n"
+        "  - {name: critical, match: {severity: critical}, robots: [ops, pay]}\n"
+        "  - {name: default, robots: [ops]}\n")
+    env = {"OPS_URL": f"{base}/cgi-bin/webhook/send?key=wk",
+           "PAY_URL": f"{base}/robot/send?access_token=dt", "PAY_SECRET": "SECrelay",
+           "ORDERWATCH_RELAY_TOKEN": TOKEN}
+    yield fake, env
+    fake.stop()
+
+
+def wait_for(predicate, timeout_s: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.fixture()
+def relay(robots, tmp_path):
+    fake, env = robots
+    port = free_ports(1)[0]
+    exe = shutil.which("orderwatch")
+    proc = subprocess.Popen([exe, "relay", "--port", str(port), "--robots",
+                             str(tmp_path / "robots.yml"), "--state", str(tmp_path / "state")],
+                            env={**__import__("os").environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/-/healthy").status_code == 200
+        except httpx.TransportError:
+            assert proc.poll() is None, proc.stderr.read()
+            return False
+    wait_for(healthy, what="the relay")
+    yield fake, url
+    proc.terminate()
+    proc.wait(10)
+
+
+def am_payload(status: str = "firing", severity: str = "critical") -> dict:
+    return {"version": "4", "status": status, "receiver": "r", "groupKey": "{}:{}",
+            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+            "externalURL": "http://am", "truncatedAlerts": 0,
+            "alerts": [{"status": status,
+                        "labels": {"alertname": "OrderWatchCallbackFailureRate",
+                                   "severity": severity, "gateway": "alipay"},
+                        "annotations": {"summary": "alipay: 7% of notify callbacks failed"},
+                        "startsAt": "2026-02-23T02:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                        "fingerprint": "abc123"}]}
+
+
+def test_relay_checks_the_token_routes_and_answers_503_while_a_robot_is_down(relay):
+    fake, url = relay
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.post(f"{url}/alertmanager/critical", json=am_payload()).status_code == 401
+    assert httpx.post(f"{url}/alertmanager/nope", json=am_payload(), headers=auth
+                      ).status_code == 404
+    assert httpx.post(f"{url}/alertmanager/critical", json={"version": "3"}, headers=auth
+                      ).status_code == 400
+    assert httpx.get(f"{url}/-/ready").status_code == 200
+
+    fake.fail_until = time.time() + 3600
+    down = httpx.post(f"{url}/alertmanager/critical", json=am_payload(), headers=auth)
+    assert down.status_code == 503 and fake.received == []
+    fake.fail_until = 0
+    wait_for(lambda: httpx.post(f"{url}/alertmanager/critical", json=am_payload(),
+                                headers=auth).status_code == 200, 90, "the robots to recover")
+    wait_for(lambda: len(fake.received) >= 2, what=f"both robots {fake.answers}")
+    assert {r.kind for r in fake.received} == {"wecom", "dingtalk"}
+    assert all("alipay" in r.text for r in fake.received)
+    assert httpx.post(f"{url}/-/reload", headers=auth).status_code == 200
+
+
+def test_a_real_alertmanager_delivers_through_the_relay_to_the_robot(relay, tmp_path):
+    fake, url = relay
+    (tmp_path / "token").write_text(TOKEN)
+    (tmp_path / "am.yml").write_text(f"""
+route:
+  receiver: relay
+  group_wait: 1s
+  group_interval: 1s
+receivers:
+  - name: relay
+    webhook_configs:
+      - url: {url}/alertmanager/default
+        send_resolved: true
+        http_config:
+          authorization:
+            credentials_file: {tmp_path / 'token'}
+""")
+    port = free_ports(1)[0]
+    am = subprocess.Popen([shutil.which("prometheus-alertmanager") or "alertmanager",
+                           f"--config.file={tmp_path / 'am.yml'}",
+                           f"--storage.path={tmp_path / 'am-data'}",
+                           f"--web.listen-address=127.0.0.1:{port}",
+                           "--cluster.listen-address="],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        api = f"http://127.0.0.1:{port}/api/v2"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{api}/status").status_code == 200
+            except httpx.TransportError:
+                assert am.poll() is None, am.stderr.read()
+                return False
+        wait_for(ready, what="Alertmanager")
+        alert = [{"labels": {"alertname": "OrderWatchLockContention", "severity": "warning",
+                             "lock_family": "inventory"},
+                  "annotations": {"summary": "inventory: lock wait p95 480 ms"}}]
+        assert httpx.post(f"{api}/alerts", json=alert).status_code == 200
+        wait_for(lambda: any("OrderWatchLockContention" in r.text for r in fake.received),
+                 60, "the robot message")
+        (msg,) = [r for r in fake.received if "OrderWatchLockContention" in r.text]
+        assert msg.kind == "wecom" and "lock_family=inventory" in msg.text
+        assert "480 ms" in msg.text
+    finally:
+        am.terminate()
+        am.wait(10)
+
+
+def test_relay_refuses_to_listen_off_loopback_without_a_token(tmp_path):
+    (tmp_path / "robots.yml").write_text("robots:\n  ops: {kind: wecom, url_env: OPS_URL}\n")
+    result = subprocess.run([shutil.which("orderwatch"), "relay", "--host", "0.0.0.0",
+                             "--robots", str(tmp_path / "robots.yml"), "--state",
+                             str(tmp_path / "s")], capture_output=True, text=True,
+                            env={"PATH": str(Path(shutil.which("orderwatch")).parent),
+                                 "OPS_URL": "http://127.0.0.1:9/x"}, timeout=60)
+    assert result.returncode == 2 and "ORDERWATCH_RELAY_TOKEN" in result.stderr
