@@ -70,9 +70,36 @@ def headline(notices: Sequence[Notice], language: str) -> str:
     return w["headline"].format(parts=parts)
 
 
+def inhibited_line(group: Sequence[Notice], language: str) -> str:
+    """Per-order notices held back by an aggregate alert: one line listing the orders."""
+    n = group[0]
+    w = WORDS[language]
+    orders = ", ".join(x.labels.get("order_no", "?") for x in group)
+    dims = " ".join(f"{k}={n.labels[k]}" for k in DIMENSIONS[1:] if k in n.labels)
+    because = alert_name(n.labels["inhibited_by"], language)
+    if language == "zh":
+        return (f"[{w[n.status]}] {alert_name(n.alert, language)} × {len(group)} 单 {dims}"
+                f"(已由 {because} 汇总): {orders}")
+    return (f"[{w[n.status]}] {n.alert} × {len(group)} orders {dims} (grouped under "
+            f"{because}): {orders}")
+
+
 def render(notices: Sequence[Notice], language: str, tz: str) -> Text:
+    lines: list[str] = []
+    grouped: dict[tuple, list[Notice]] = {}
+    for n in notices:
+        if "inhibited_by" in n.labels:
+            key = (n.alert, n.status, n.labels["inhibited_by"],
+                   tuple(n.labels.get(k) for k in DIMENSIONS[1:]))
+            if key not in grouped:
+                grouped[key] = []
+                lines.append(key)  # placeholder: the group's line goes where it first appears
+            grouped[key].append(n)
+        else:
+            lines.append(line(n, language, tz))
     return Text(headline(notices, language),
-                tuple(line(n, language, tz) for n in notices))
+                tuple(inhibited_line(grouped[x], language) if isinstance(x, tuple) else x
+                      for x in lines))
 
 
 def size(text: bytes | str) -> int:

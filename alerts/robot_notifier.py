@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from orderwatch.alerts.dispatch import Dispatcher
 from orderwatch.alerts.notice import from_alert
 from orderwatch.alerts.outbox import Outbox, OutboxWorker
 from orderwatch.alerts.robot_config import RobotsConfig
 from orderwatch.alerts.robots import Robot
+from orderwatch.alerts.silences import Silences
 from orderwatch.detectors.base import Alert
 
 log = logging.getLogger(__name__)
@@ -24,13 +26,13 @@ class RobotNotifier:
         self.config = config
         robots = {name: Robot(c, tz) for name, c in config.robots.items()}
         self.outbox = Outbox(Path(state_dir) / "outbox.sqlite3", robots)
+        self.silences = Silences(Path(state_dir) / "silences.sqlite3")
+        self.dispatcher = Dispatcher(config, self.outbox, self.silences)
         self.worker = OutboxWorker(self.outbox)
         self.worker.start()
 
     def send(self, alert: Alert) -> None:
-        notice = from_alert(alert)
-        for robot in self.config.robots_for(notice.route_labels):
-            self.outbox.enqueue(robot.name, notice)
+        self.dispatcher.offer(from_alert(alert))
         self.worker.wake()
 
     def flush(self) -> None:
@@ -43,3 +45,4 @@ class RobotNotifier:
             log.warning("%d robot notifications still queued; they go out on the next start",
                         left)
         self.outbox.close()
+        self.silences.close()

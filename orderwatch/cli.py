@@ -123,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--state", metavar="DIR", help="outbox directory "
                        "(default $ORDERWATCH_STATE_DIR or ./data/state)")
 
+    silence = sub.add_parser("silence", help="mute robot notifications matching labels")
+    silence.add_argument("--state", metavar="DIR", help="state directory "
+                         "(default $ORDERWATCH_STATE_DIR or ./data/state)")
+    verbs = silence.add_subparsers(dest="silence_command", required=True, metavar="VERB")
+    add = verbs.add_parser("add", help="add a silence: orderwatch silence add "
+                           "alert=callback_lost gateway=alipay --duration 2h --comment …")
+    add.add_argument("matchers", nargs="+", metavar="MATCHER",
+                     help="name=value, name!=value, name=~regex (the alert name is `alert`)")
+    add.add_argument("--duration", default="2h", help="how long (default 2h; s, m, h, d)")
+    add.add_argument("--comment", required=True, help="why, and who")
+    verbs.add_parser("list", help="active silences")
+    expire = verbs.add_parser("expire", help="end a silence now")
+    expire.add_argument("id", type=int)
+
     sql = sub.add_parser("sql", help="run a query on the embedded (or any) ClickHouse")
     sql.add_argument("query")
     sql.add_argument("--clickhouse", metavar="DSN", help="as for replay")
@@ -194,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_consume(args, settings)
         if args.command == "relay":
             return cmd_relay(args, settings)
+        if args.command == "silence":
+            return cmd_silence(args, settings)
     except (ConfigError, UsageError) as exc:
         print(f"orderwatch: {exc}", file=sys.stderr)
         return 2
@@ -333,6 +349,31 @@ def _notifiers(settings: Settings, alerts_out: str | None, cluster=None,
         if config.robots:
             notifiers.append(RobotNotifier(config, settings.state_dir, tz))
     return notifiers or [ConsoleNotifier(tz)]
+
+
+def cmd_silence(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from orderwatch.alerts.silences import Silences, parse_duration, parse_matcher
+    from orderwatch.timestamps import to_rfc3339
+
+    silences = Silences(Path(args.state or settings.state_dir) / "silences.sqlite3")
+    tz = settings.display_timezone
+    if args.silence_command == "add":
+        matchers = [parse_matcher(m) for m in args.matchers]
+        s = silences.add(matchers, parse_duration(args.duration), args.comment)
+        print(f"silence {s.id} until {to_rfc3339(s.ends_at, tz)}: "
+              f"{' '.join(map(str, s.matchers))}")
+    elif args.silence_command == "list":
+        print("id\tends_at\tmatchers\tcomment")
+        for s in silences.active():
+            print(f"{s.id}\t{to_rfc3339(s.ends_at, tz)}\t{' '.join(map(str, s.matchers))}"
+                  f"\t{s.comment}")
+    elif not silences.expire(args.id):
+        raise UsageError(f"no silence {args.id}")
+    else:
+        print(f"silence {args.id} expired")
+    return 0
 
 
 def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:

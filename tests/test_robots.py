@@ -194,3 +194,49 @@ def test_robots_file_takes_secrets_from_the_environment_only(tmp_path):
     path.write_text("robots:\n  ops: {kind: wecom, url: https://x}\n")
     with pytest.raises(ConfigError, match="environment"):
         load_robots(path, {})
+
+
+def _dispatcher(fake, clock, tmp_path):
+    from orderwatch.alerts.dispatch import Dispatcher
+    from orderwatch.alerts.robot_config import RobotsConfig, Route
+    from orderwatch.alerts.silences import Silences
+
+    robot = wecom(fake)
+    config = RobotsConfig({"ops": robot.config}, (Route("default", ("ops",)),))
+    outbox = Outbox(tmp_path / "o.db", {"ops": robot}, clock=clock)
+    silences = Silences(tmp_path / "s.db", clock=clock)
+    return Dispatcher(config, outbox, silences), outbox, silences
+
+
+def test_silences_mute_matching_notices_until_they_expire(fake, clock, tmp_path):
+    from orderwatch.alerts.silences import parse_matcher
+
+    dispatcher, outbox, silences = _dispatcher(fake, clock, tmp_path)
+    s = silences.add([parse_matcher("alert=callback_lost"), parse_matcher("gateway=~ali.*")],
+                     3600, "alipay maintenance")
+    assert dispatcher.offer(notice(1)) == "silenced"
+    other = Notice("w1", "callback_lost", "firing", "critical",
+                   {"order_no": "T0900", "gateway": "wechat"}, T0, None, "lost")
+    assert dispatcher.offer(other) == "queued"
+    clock.now += 3600  # the silence ran out
+    assert dispatcher.offer(notice(2)) == "queued"
+    silences.expire(s.id)
+    run(outbox, clock, clock.now + 5)
+    assert set(notices_in(fake)) == {"T0900", "T0002"}
+
+
+def test_a_failing_gateway_groups_its_lost_callbacks_into_one_line(fake, clock, tmp_path):
+    dispatcher, outbox, _ = _dispatcher(fake, clock, tmp_path)
+    rate = Notice("r1", "callback_failure_rate", "firing", "critical", {"gateway": "alipay"},
+                  T0, None, "alipay: 9% of notify callbacks failed")
+    assert dispatcher.offer(rate) == "queued"
+    assert [dispatcher.offer(notice(i)) for i in range(30)] == ["inhibited"] * 30
+    run(outbox, clock, clock.now + 5)
+    (msg,) = fake.received  # one message: the gateway alert and the orders it explains
+    assert "支付回调失败率高" in msg.text
+    (grouped,) = [x for x in msg.text.split("\n") if "× 30 单" in x]
+    assert all(f"T{i:04d}" in grouped for i in range(30))
+    resolved = Notice("r1", "callback_failure_rate", "resolved", "critical",
+                      {"gateway": "alipay"}, T0, T0 + 600, "recovered")
+    dispatcher.offer(resolved)
+    assert dispatcher.offer(notice(99)) == "queued"  # no longer inhibited
