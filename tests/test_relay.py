@@ -156,3 +156,28 @@ def test_relay_refuses_to_listen_off_loopback_without_a_token(tmp_path):
                             env={"PATH": str(Path(shutil.which("orderwatch")).parent),
                                  "OPS_URL": "http://127.0.0.1:9/x"}, timeout=60)
     assert result.returncode == 2 and "ORDERWATCH_RELAY_TOKEN" in result.stderr
+
+
+def test_replay_sends_its_alerts_to_the_configured_robots(robots, tmp_path):
+    import sqlite3
+
+    from conftest import orderwatch
+
+    fake, env = robots
+    sim = orderwatch("simulate", "--out", str(tmp_path / "e.jsonl"), "--orders", "300",
+                     "--faults", "all", "--seed", "5")
+    assert sim.returncode == 0, sim.stderr
+    result = orderwatch("replay", str(tmp_path / "e.jsonl"), "--clickhouse",
+                        f"chdb://{tmp_path / 'ch'}", "--alerts-out", str(tmp_path / "a.jsonl"),
+                        env={**env, "ORDERWATCH_ROBOTS_FILE": str(tmp_path / "robots.yml"),
+                             "ORDERWATCH_STATE_DIR": str(tmp_path / "state")})
+    assert result.returncode == 0, result.stderr
+    alerts = (tmp_path / "a.jsonl").read_text().splitlines()
+    assert len(alerts) > 20
+    wecom = [r for r in fake.received if r.kind == "wecom"]
+    assert 0 < len(wecom) <= 20  # one minute's worth; the rest wait in the outbox
+    assert "OrderWatch" in wecom[0].text
+    db = sqlite3.connect(tmp_path / "state" / "outbox.sqlite3")
+    states = dict(db.execute("SELECT state, count() FROM notices WHERE robot='ops' "
+                             "GROUP BY state").fetchall())
+    assert states.get("sent", 0) + states.get("pending", 0) == len(alerts)  # none lost
