@@ -94,11 +94,15 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def orderwatch_exe() -> str:
+    """The installed console script (the venv's, even when the venv is not on PATH)."""
+    return shutil.which("orderwatch") or str(Path(sys.executable).with_name("orderwatch"))
+
+
 def orderwatch(*args: str, cwd: Path | None = None, timeout: float = 600,
                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the installed console script the way a user does."""
-    exe = shutil.which("orderwatch") or str(Path(sys.executable).with_name("orderwatch"))
-    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([orderwatch_exe(), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import free_port, free_ports, orderwatch
+from conftest import free_port, free_ports, orderwatch, orderwatch_exe
 from test_replay import TABLES, digests, read_jsonl, replay
 
 
@@ -76,8 +74,7 @@ def consume(broker: str, d: Path, name: str, *flags: str, env: dict | None = Non
             f"chdb://{d / name}", "--alerts-out", str(d / f"{name}.jsonl"), *flags]
     env = {"ORDERWATCH_METRICS_PORT": str(free_port()), **(env or {})}
     if popen:
-        exe = shutil.which("orderwatch") or str(Path(sys.executable).with_name("orderwatch"))
-        return subprocess.Popen([exe, *args], env={**os.environ, **env}, text=True, **popen)
+        return subprocess.Popen([orderwatch_exe(), *args], env={**os.environ, **env}, text=True, **popen)
     result = orderwatch(*args, env=env)
     assert result.returncode == 0, result.stderr
     return result

@@ -3,16 +3,16 @@ its webhook to the relay, which posts to the fake robot server."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from fake_robot import FakeRobots
 
-from conftest import free_ports
+from conftest import free_ports, orderwatch_exe
 
 TOKEN = "relay-test-token"
 
@@ -47,10 +47,9 @@ def wait_for(predicate, timeout_s: float = 30, what: str = "condition") -> None:
 def relay(robots, tmp_path):
     fake, env = robots
     port = free_ports(1)[0]
-    exe = shutil.which("orderwatch")
-    proc = subprocess.Popen([exe, "relay", "--port", str(port), "--robots",
+    proc = subprocess.Popen([orderwatch_exe(), "relay", "--port", str(port), "--robots",
                              str(tmp_path / "robots.yml"), "--state", str(tmp_path / "state")],
-                            env={**__import__("os").environ, **env},
+                            env={**os.environ, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
 
@@ -150,11 +149,10 @@ receivers:
 
 def test_relay_refuses_to_listen_off_loopback_without_a_token(tmp_path):
     (tmp_path / "robots.yml").write_text("robots:\n  ops: {kind: wecom, url_env: OPS_URL}\n")
-    result = subprocess.run([shutil.which("orderwatch"), "relay", "--host", "0.0.0.0",
+    result = subprocess.run([orderwatch_exe(), "relay", "--host", "0.0.0.0",
                              "--robots", str(tmp_path / "robots.yml"), "--state",
                              str(tmp_path / "s")], capture_output=True, text=True,
-                            env={"PATH": str(Path(shutil.which("orderwatch")).parent),
-                                 "OPS_URL": "http://127.0.0.1:9/x"}, timeout=60)
+                            env={"OPS_URL": "http://127.0.0.1:9/x"}, timeout=60)
     assert result.returncode == 2 and "ORDERWATCH_RELAY_TOKEN" in result.stderr
 
 
