@@ -198,18 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.command == "simulate":
             return cmd_simulate(args)
-        if args.command == "replay":
-            return cmd_replay(args, settings)
-        if args.command == "run":
-            return cmd_run(args, settings)
-        if args.command == "sql":
-            return cmd_sql(args, settings)
-        if args.command == "consume":
-            return cmd_consume(args, settings)
-        if args.command == "relay":
-            return cmd_relay(args, settings)
-        if args.command == "silence":
-            return cmd_silence(args, settings)
+        return COMMANDS[args.command](args, settings)
     except (ConfigError, UsageError) as exc:
         print(f"orderwatch: {exc}", file=sys.stderr)
         return 2
@@ -220,7 +209,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("orderwatch").debug("failed", exc_info=True)
         print(f"orderwatch: error: {exc}", file=sys.stderr)
         return 1
-    return 2
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -488,6 +476,10 @@ def _sql_via_running_process(query: str, settings: Settings) -> int:
         raise UsageError(f"query failed: {response.text.strip()}")
     sys.stdout.write(response.text)
     return 0
+
+
+COMMANDS = {"run": cmd_run, "replay": cmd_replay, "consume": cmd_consume, "sql": cmd_sql,
+            "relay": cmd_relay, "silence": cmd_silence}
 
 
 if __name__ == "__main__":

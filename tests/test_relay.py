@@ -43,6 +43,17 @@ def wait_for(predicate, timeout_s: float = 30, what: str = "condition") -> None:
         time.sleep(0.2)
 
 
+def wait_until_answering(url: str, proc: subprocess.Popen, what: str) -> None:
+    """Wait for `url` to answer 200, failing at once (with its stderr) if `proc` died."""
+    def answering() -> bool:
+        try:
+            return httpx.get(url).status_code == 200
+        except httpx.TransportError:
+            assert proc.poll() is None, proc.stderr.read()
+            return False
+    wait_for(answering, what=what)
+
+
 @pytest.fixture()
 def relay(robots, tmp_path):
     fake, env = robots
@@ -52,14 +63,7 @@ def relay(robots, tmp_path):
                             env={**os.environ, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{url}/-/healthy").status_code == 200
-        except httpx.TransportError:
-            assert proc.poll() is None, proc.stderr.read()
-            return False
-    wait_for(healthy, what="the relay")
+    wait_until_answering(f"{url}/-/healthy", proc, "the relay")
     yield fake, url
     proc.terminate()
     proc.wait(10)
@@ -125,14 +129,7 @@ receivers:
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         api = f"http://127.0.0.1:{port}/api/v2"
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{api}/status").status_code == 200
-            except httpx.TransportError:
-                assert am.poll() is None, am.stderr.read()
-                return False
-        wait_for(ready, what="Alertmanager")
+        wait_until_answering(f"{api}/status", am, "Alertmanager")
         alert = [{"labels": {"alertname": "OrderWatchLockContention", "severity": "warning",
                              "lock_family": "inventory"},
                   "annotations": {"summary": "inventory: lock wait p95 480 ms"}}]
