@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from orderwatch.alerts.notification import notification_key
 from orderwatch.detectors.base import Alert
 from orderwatch.timestamps import from_rfc3339
 
@@ -37,7 +38,7 @@ class Notice:
 
 
 def from_alert(alert: Alert) -> Notice:
-    key = f"{alert.fingerprint}:{alert.status}:{alert.starts_at:.3f}"
+    key = notification_key(alert.fingerprint, alert.status, alert.starts_at)
     return Notice(key, alert.alert, alert.status, alert.severity, dict(alert.labels),
                   alert.starts_at, alert.ends_at, alert.summary)
 
@@ -61,6 +62,7 @@ def from_alertmanager(alert: Mapping[str, Any]) -> Notice:
     fingerprint = str(alert.get("fingerprint") or sorted(labels.items()))
     name = labels.pop("alertname", "alert")
     severity = labels.pop("severity", "warning")
-    return Notice(f"am:{fingerprint}:{status}:{starts_at:.3f}", name, status, severity, labels,
-                  starts_at, _time(alert.get("endsAt")) if status == "resolved" else None,
+    ends_at = _time(alert.get("endsAt")) if status == "resolved" else None
+    return Notice("am:" + notification_key(fingerprint, status, starts_at), name, status,
+                  severity, labels, starts_at, ends_at,
                   str(notes.get("summary") or notes.get("description") or name))

@@ -8,6 +8,11 @@ from orderwatch.detectors.base import Alert
 from orderwatch.timestamps import to_rfc3339
 
 
+def notification_key(fingerprint: str, status: str, starts_at: float) -> str:
+    """One notification's identity: the same transition redelivered has the same key."""
+    return f"{fingerprint}:{status}:{starts_at:.3f}"
+
+
 def to_record(alert: Alert, tz: str = "Asia/Shanghai") -> dict[str, Any]:
     return {
         "alert": alert.alert,

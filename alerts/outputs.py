@@ -9,7 +9,7 @@ from typing import Protocol, TextIO
 
 import orjson
 
-from orderwatch.alerts.notification import console_line, to_record
+from orderwatch.alerts.notification import console_line, notification_key, to_record
 from orderwatch.detectors.base import Alert
 from orderwatch.timestamps import from_rfc3339
 
@@ -21,11 +21,6 @@ class Notifier(Protocol):
         """Make everything sent so far durable (called at every Bytewax epoch end)."""
 
     def close(self) -> None: ...
-
-
-def notification_key(alert: Alert) -> tuple[str, str, float]:
-    """One notification's identity: the same transition redelivered has the same key."""
-    return (alert.fingerprint, alert.status, round(alert.starts_at, 3))
 
 
 class ConsoleNotifier:
@@ -62,7 +57,7 @@ class JsonlNotifier:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _keys_in(path: str) -> set[tuple[str, str, float]]:
+    def _keys_in(path: str) -> set[str]:
         if not os.path.exists(path):
             return set()
         with open(path, "rb+") as f:
@@ -70,17 +65,17 @@ class JsonlNotifier:
             if text and not text.endswith(b"\n"):  # cut short by a crash: it comes again
                 f.truncate(text.rfind(b"\n") + 1)
         keys = set()
-        lines = text.splitlines()
-        for line in lines:
+        for line in text.splitlines():
             try:
                 r = orjson.loads(line)
-                keys.add((r["fingerprint"], r["status"], round(from_rfc3339(r["starts_at"]), 3)))
+                keys.add(notification_key(r["fingerprint"], r["status"],
+                                          from_rfc3339(r["starts_at"])))
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
         return keys
 
     def send(self, alert: Alert) -> None:
-        key = notification_key(alert)
+        key = notification_key(alert.fingerprint, alert.status, alert.starts_at)
         line = orjson.dumps(to_record(alert, self.tz)) + b"\n"
         with self._lock:
             if key in self.written:
