@@ -81,12 +81,14 @@ class Robot:
 
     def fits(self, notices: Sequence[Notice]) -> bool:
         """Would these notices go in one message without cutting anything?"""
-        text = render(notices, self.config.language, self.tz)
-        return size(self._body(text.headline, text.lines)) <= self._budget()
+        _, head, lines, join = self._parts(notices)
+        return size(join.join([head, *lines])) <= self._content_budget(notices)
 
     def payload(self, notices: Sequence[Notice]) -> dict[str, Any]:
-        text = render(notices, self.config.language, self.tz)
-        return self._payload(text.headline, text.lines, notices)
+        title, head, lines, join = self._parts(notices)
+        content = fit_lines(head, lines, self._content_budget(notices), self.config.language,
+                            join)
+        return self._wrap(title, content, self._mentions(notices))
 
     def _budget(self) -> int:
         c = self.config
@@ -94,45 +96,40 @@ class Robot:
             return WECOM_TEXT_BYTES if c.message == "text" else WECOM_MARKDOWN_BYTES
         return DINGTALK_BODY_BYTES - 1000  # room for the JSON around the text
 
+    def _content_budget(self, notices: Sequence[Notice]) -> int:
+        """The budget left once DingTalk's "\n\n@mobile …" is appended to the text."""
+        return self._budget() - size(_at_text(self._mentions(notices))) - 4
+
     def _mentions(self, notices: Sequence[Notice]) -> tuple[str, ...]:
         return self.config.mention_mobiles if any(
             n.status == "firing" and n.severity == "critical" for n in notices) else ()
 
-    def _body(self, head: str, lines: Sequence[str]) -> str:
-        c = self.config
-        keyword = f"{c.keyword} " if c.keyword and c.keyword not in head else ""
-        if c.message == "text":
-            return "\n".join([keyword + head, *lines])
-        return "\n\n".join([f"### {keyword}{head}", *(f"- {x}" for x in lines)])
+    def _parts(self, notices: Sequence[Notice]) -> tuple[str, str, list[str], str]:
+        """Title (headline with the robot's keyword), first line, item lines, separator."""
+        text = render(notices, self.config.language, self.tz)
+        keyword = self.config.keyword
+        title = text.headline if not keyword or keyword in text.headline \
+            else f"{keyword} {text.headline}"
+        if self.config.message == "text":
+            return title, title, list(text.lines), "\n"
+        return title, f"### {title}", [f"- {x}" for x in text.lines], "\n\n"
 
-    def _payload(self, head: str, lines: Sequence[str], notices: Sequence[Notice]
-                 ) -> dict[str, Any]:
+    def _wrap(self, title: str, content: str, mobiles: tuple[str, ...]) -> dict[str, Any]:
         c = self.config
-        language = c.language
-        mobiles = self._mentions(notices)
-        at_text = " ".join(f"@{m}" for m in mobiles)
-        keyword = f"{c.keyword} " if c.keyword and c.keyword not in head else ""
-        budget = self._budget() - size(at_text) - 4
-        if c.message == "text":
-            content = fit_lines(keyword + head, lines, budget, language)
-        else:
-            content = fit_lines(f"### {keyword}{head}", [f"- {x}" for x in lines], budget,
-                                language, "\n\n")
         if c.kind == "wecom":
             if c.message == "text":
                 return {"msgtype": "text", "text": {"content": content,
                                                     "mentioned_mobile_list": list(mobiles)}}
             return {"msgtype": "markdown", "markdown": {"content": content}}
-        if at_text:
-            content = f"{content}\n\n{at_text}"
+        if mobiles:  # DingTalk pings only if "@mobile" is in the text too
+            content = f"{content}\n\n{_at_text(mobiles)}"
         at = {"atMobiles": list(mobiles), "isAtAll": False}
         if c.message == "text":
             return {"msgtype": "text", "text": {"content": content}, "at": at}
-        title = keyword + head
         if c.message == "action_card":
             card: dict[str, Any] = {"title": title, "text": content}
             if c.dashboard_url:
-                card.update(singleTitle="打开看板" if language == "zh" else "Open dashboard",
+                card.update(singleTitle="打开看板" if c.language == "zh" else "Open dashboard",
                             singleURL=c.dashboard_url)
             return {"msgtype": "actionCard", "actionCard": card, "at": at}
         return {"msgtype": "markdown", "markdown": {"title": title, "text": content}, "at": at}
@@ -146,16 +143,9 @@ class Robot:
         return {"msgtype": "image", "image": {"base64": base64.b64encode(png).decode(),
                                               "md5": hashlib.md5(png).hexdigest()}}
 
-    def markdown_payload(self, title: str, markdown: str) -> dict[str, Any]:
-        """A free-form markdown message (the weekly report), cut to the robot's limit."""
-        c = self.config
-        keyword = f"{c.keyword} " if c.keyword and c.keyword not in title else ""
-        budget = self._budget()
-        lines = markdown.splitlines()
-        content = fit_lines(f"### {keyword}{title}", lines, budget, c.language)
-        if c.kind == "wecom":
-            return {"msgtype": "markdown", "markdown": {"content": content}}
-        return {"msgtype": "markdown", "markdown": {"title": keyword + title, "text": content}}
+
+def _at_text(mobiles: tuple[str, ...]) -> str:
+    return " ".join(f"@{m}" for m in mobiles)
 
 
 def dingtalk_signature(secret: str, timestamp_ms: int) -> str:

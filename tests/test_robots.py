@@ -10,6 +10,7 @@ import re
 from collections import Counter
 from urllib.parse import quote_plus
 
+import orjson
 import pytest
 from fake_robot import FakeRobots
 
@@ -240,3 +241,16 @@ def test_a_failing_gateway_groups_its_lost_callbacks_into_one_line(fake, clock, 
                       {"gateway": "alipay"}, T0, T0 + 600, "recovered")
     dispatcher.offer(resolved)
     assert dispatcher.offer(notice(99)) == "queued"  # no longer inhibited
+
+
+def test_a_packed_digest_is_never_cut_even_with_mentions_appended(fake):
+    from orderwatch.alerts.message_text import pack
+
+    robot = dingtalk(fake, mention_mobiles=("13800000000", "13900000000"))
+    notices = [notice(i, summary="说明" * 200) for i in range(300)]
+    groups = pack(notices, robot.fits)
+    assert len(groups) > 1
+    for group in groups:
+        text = robot.payload(group)["markdown"]["text"]
+        assert "未显示" not in text and text.endswith("@13800000000 @13900000000")
+        assert len(orjson.dumps(robot.payload(group))) <= 20_000
