@@ -31,7 +31,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS notices (
     robot TEXT NOT NULL, key TEXT NOT NULL, body BLOB NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending',  -- pending | sent | failed
-    enqueued_at REAL NOT NULL, sent_at REAL, message INTEGER, detail TEXT,
+    enqueued_at REAL NOT NULL, sent_at REAL, detail TEXT,
     PRIMARY KEY (robot, key));
 CREATE INDEX IF NOT EXISTS pending ON notices (robot, state, enqueued_at);
 CREATE TABLE IF NOT EXISTS sends (robot TEXT NOT NULL, at REAL NOT NULL);
@@ -54,7 +54,8 @@ class Outbox:
         self.client = client or httpx.Client(timeout=10.0)
         self.clock = clock
         self.per_minute = per_minute
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # the database; never held across an HTTP request
+        self._sending: dict[str, threading.Lock] = {}  # one pump per robot at a time
 
     def enqueue(self, robot: str, notice: Notice) -> bool:
         """Store a notice for a robot; False when it was already there."""
@@ -96,38 +97,45 @@ class Outbox:
         return min(waits) if waits else None
 
     def pump_robot(self, name: str) -> float | None:
+        """Send one robot's due messages. Enqueueing goes on meanwhile: the database lock
+        is taken per statement, never across a request to the robot."""
         robot = self.robots[name]
         with self.lock:
-            now = self.clock()
-            pending = self._pending_notices(name)
-            if not pending:
-                return None
-            row = self.db.execute("SELECT failures, next_try_at FROM backoff WHERE robot=?",
-                                  (name,)).fetchone()
-            if row and row[1] > now:
-                return row[1] - now
-            self.db.execute("DELETE FROM sends WHERE at <= ?", (now - WINDOW_S,))
-            recent = [r[0] for r in self.db.execute(
-                "SELECT at FROM sends WHERE robot=? ORDER BY at", (name,))]
+            sending = self._sending.setdefault(name, threading.Lock())
+        with sending:
+            with self.lock:
+                now = self.clock()
+                pending = self._pending_notices(name)
+                if not pending:
+                    return None
+                row = self.db.execute("SELECT failures, next_try_at FROM backoff WHERE robot=?",
+                                      (name,)).fetchone()
+                if row and row[1] > now:
+                    return row[1] - now
+                self.db.execute("DELETE FROM sends WHERE at <= ?", (now - WINDOW_S,))
+                recent = [r[0] for r in self.db.execute(
+                    "SELECT at FROM sends WHERE robot=? ORDER BY at", (name,))]
             budget = self.per_minute - len(recent)
             if budget <= 0:
                 return recent[0] + WINDOW_S - now
-            for group in pack([n for _, n in pending], robot.fits)[:budget]:
+            for group in pack(pending, robot.fits)[:budget]:
                 outcome = self._send(robot, group)
                 if not outcome.ok:
                     return self._failed(name, group, outcome, row[0] if row else 0)
-            self.db.execute("DELETE FROM backoff WHERE robot=?", (name,))
-            return 0.0 if self._pending_notices(name) else None
+            with self.lock:
+                self.db.execute("DELETE FROM backoff WHERE robot=?", (name,))
+                return 0.0 if self._pending_notices(name) else None
 
-    def _pending_notices(self, name: str) -> list[tuple[str, Notice]]:
-        rows = self.db.execute("SELECT key, body FROM notices WHERE robot=? AND state='pending' "
+    def _pending_notices(self, name: str) -> list[Notice]:
+        rows = self.db.execute("SELECT body FROM notices WHERE robot=? AND state='pending' "
                                "ORDER BY enqueued_at, rowid", (name,)).fetchall()
-        return [(key, Notice.from_json(orjson.loads(body))) for key, body in rows]
+        return [Notice.from_json(orjson.loads(body)) for (body,) in rows]
 
     def _send(self, robot: Robot, group: list[Notice]) -> Outcome:
         payload = robot.payload(group)
         now = self.clock()
-        self.db.execute("INSERT INTO sends (robot, at) VALUES (?, ?)", (robot.name, now))
+        with self.lock:
+            self.db.execute("INSERT INTO sends (robot, at) VALUES (?, ?)", (robot.name, now))
         try:
             response = self.client.post(robot.url(int(now * 1000)), content=orjson.dumps(payload),
                                         headers={"Content-Type": "application/json"})
@@ -135,10 +143,10 @@ class Outbox:
         except httpx.HTTPError as exc:  # time-outs and refused connections: try again
             outcome = Outcome(False, True, type(exc).__name__)
         if outcome.ok:
-            message = self.db.execute("SELECT count() FROM sends").fetchone()[0]
-            self.db.executemany(
-                "UPDATE notices SET state='sent', sent_at=?, message=? WHERE robot=? AND key=?",
-                [(now, message, robot.name, n.key) for n in group])
+            with self.lock:
+                self.db.executemany(
+                    "UPDATE notices SET state='sent', sent_at=? WHERE robot=? AND key=?",
+                    [(now, robot.name, n.key) for n in group])
         return outcome
 
     def _failed(self, name: str, group: list[Notice], outcome: Outcome, failures: int
@@ -146,15 +154,17 @@ class Outbox:
         if not outcome.retry:  # the robot refuses this message: keep it, marked, and go on
             log.error("robot %s refused a message of %d notices (%s)", name, len(group),
                       outcome.detail)
-            self.db.executemany("UPDATE notices SET state='failed', detail=? "
-                                "WHERE robot=? AND key=?",
-                                [(outcome.detail, name, n.key) for n in group])
+            with self.lock:
+                self.db.executemany("UPDATE notices SET state='failed', detail=? "
+                                    "WHERE robot=? AND key=?",
+                                    [(outcome.detail, name, n.key) for n in group])
             return 0.0
         delay = min(MAX_BACKOFF_S, 2.0 ** failures)
         log.warning("robot %s: %s; retrying in %.0f s (%d pending)", name, outcome.detail,
                     delay, self.pending(name))
-        self.db.execute("INSERT OR REPLACE INTO backoff VALUES (?, ?, ?)",
-                        (name, failures + 1, self.clock() + delay))
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO backoff VALUES (?, ?, ?)",
+                            (name, failures + 1, self.clock() + delay))
         return delay
 
     def close(self) -> None:

@@ -47,6 +47,8 @@ class FakeRobots:
     received: list[Received] = field(default_factory=list)
     answers: list[int] = field(default_factory=list)  # every errcode (or HTTP status) given
     sends: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    gate: threading.Event | None = None  # if set up, requests wait for it (a slow robot)
+    in_flight: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> str:
         fake = self
@@ -77,6 +79,9 @@ class FakeRobots:
         return 200, {"errcode": code, "errmsg": message}
 
     def handle(self, path: str, body: bytes) -> tuple[int, dict]:
+        if self.gate is not None:
+            self.in_flight.set()
+            self.gate.wait(30)
         now = self.clock()
         if now < self.fail_until:
             self.answers.append(500)

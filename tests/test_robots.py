@@ -254,3 +254,20 @@ def test_a_packed_digest_is_never_cut_even_with_mentions_appended(fake):
         text = robot.payload(group)["markdown"]["text"]
         assert "未显示" not in text and text.endswith("@13800000000 @13900000000")
         assert len(orjson.dumps(robot.payload(group))) <= 20_000
+
+
+def test_alerts_are_queued_while_a_slow_robot_is_being_sent_to(fake, clock, tmp_path):
+    import threading
+
+    outbox = Outbox(tmp_path / "o.db", {"ops": wecom(fake)}, clock=clock)
+    outbox.enqueue("ops", notice(1))
+    fake.gate = threading.Event()
+    pumping = threading.Thread(target=outbox.pump)
+    pumping.start()
+    assert fake.in_flight.wait(10)
+    assert outbox.enqueue("ops", notice(2))  # the dataflow is not held up by the robot
+    assert pumping.is_alive()  # the request was still in flight
+    fake.gate.set()
+    pumping.join(10)
+    run(outbox, clock, clock.now + 5)
+    assert notices_in(fake) == Counter({"T0001": 1, "T0002": 1})
