@@ -421,6 +421,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from orderwatch.alerts.robot_notifier import RobotNotifier
     from orderwatch.engine.simulator import SimConfig
     from orderwatch.pipelines.runner import execute
     from orderwatch.pipelines.sources import EngineSource
@@ -436,7 +437,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     print(f"metrics   http://{settings.metrics_host}:{settings.metrics_port}/metrics")
     print(f"results   {settings.clickhouse_dsn} (database {settings.clickhouse_database})")
     notifiers = _notifiers(settings, None)
-    robots = [n for n in notifiers if hasattr(n, "outbox")]
+    robots = [n for n in notifiers if isinstance(n, RobotNotifier)]
     print("alerts    " + (f"robots ({', '.join(robots[0].config.robots)}) via "
                           f"{settings.robots_file}" if robots
                           else "console (no robot configured)") + "\n", flush=True)
