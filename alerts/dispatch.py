@@ -37,8 +37,8 @@ class Dispatcher:
         inhibitor = self._inhibitor_of(notice)
         if inhibitor is not None:
             notice = replace(notice, labels={**notice.labels, "inhibited_by": inhibitor})
-        for robot in self.config.robots_for(labels):
-            self.outbox.enqueue(robot.name, notice)
+        for robot, grouping in self.config.deliveries(labels):
+            self.outbox.enqueue(robot.name, notice, grouping)
         return "queued" if inhibitor is None else "inhibited"
 
     def _track_source(self, notice: Notice) -> None:

@@ -8,8 +8,9 @@ cuts one oversized list and says how many lines were cut, keeping the headline.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from orderwatch.alerts.notice import Notice
 from orderwatch.timestamps import to_rfc3339
@@ -17,11 +18,12 @@ from orderwatch.timestamps import to_rfc3339
 WORDS = {
     "zh": {"firing": "告警", "resolved": "恢复", "critical": "严重", "warning": "警告",
            "info": "提示", "since": "开始于", "ended": "恢复于", "more": "另有 {n} 条未显示",
-           "headline": "OrderWatch {parts}", "count": "{n} 条{status}"},
+           "headline": "OrderWatch {parts}", "count": "{n} 条{status}",
+           "reminder": "仍未恢复"},
     "en": {"firing": "FIRING", "resolved": "RESOLVED", "critical": "critical",
            "warning": "warning", "info": "info", "since": "since", "ended": "ended",
            "more": "{n} more not shown", "headline": "OrderWatch {parts}",
-           "count": "{n} {status}"},
+           "count": "{n} {status}", "reminder": "STILL FIRING"},
 }
 
 NAMES_ZH = {
@@ -55,7 +57,8 @@ def line(n: Notice, language: str, tz: str) -> str:
     dims = " ".join(f"{k}={n.labels[k]}" for k in DIMENSIONS if k in n.labels)
     when = (f"{w['ended']} {to_rfc3339(n.ends_at, tz)}" if n.status == "resolved" and n.ends_at
             else f"{w['since']} {to_rfc3339(n.starts_at, tz)}")
-    return (f"[{w[n.status]}·{w.get(n.severity, n.severity)}] {alert_name(n.alert, language)}"
+    status = w["reminder"] if n.reminder else w[n.status]
+    return (f"[{status}·{w.get(n.severity, n.severity)}] {alert_name(n.alert, language)}"
             f" {dims} — {n.summary} ({when})").replace("  ", " ")
 
 
@@ -128,10 +131,13 @@ def _cut(text: str, budget: int) -> str:
     return text if len(data) <= budget else data[:budget].decode(errors="ignore")
 
 
-def pack(notices: Sequence[Notice], fits) -> list[list[Notice]]:
+T = TypeVar("T")
+
+
+def pack(notices: Sequence[T], fits: Callable[[list[T]], bool]) -> list[list[T]]:
     """Split notices into consecutive groups, each as large as `fits(group)` allows."""
-    groups: list[list[Notice]] = []
-    current: list[Notice] = []
+    groups: list[list[T]] = []
+    current: list[T] = []
     for n in notices:
         if current and not fits([*current, n]):
             groups.append(current)

@@ -21,6 +21,7 @@ class Notice:
     starts_at: float
     ends_at: float | None
     summary: str
+    reminder: bool = False  # sent again: still firing after the route's repeat_interval
 
     @property
     def route_labels(self) -> dict[str, str]:
@@ -29,12 +30,13 @@ class Notice:
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "alert": self.alert, "status": self.status,
                 "severity": self.severity, "labels": dict(self.labels),
-                "starts_at": self.starts_at, "ends_at": self.ends_at, "summary": self.summary}
+                "starts_at": self.starts_at, "ends_at": self.ends_at, "summary": self.summary,
+                "reminder": self.reminder}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Notice:
         return cls(d["key"], d["alert"], d["status"], d["severity"], d["labels"],
-                   d["starts_at"], d["ends_at"], d["summary"])
+                   d["starts_at"], d["ends_at"], d["summary"], d.get("reminder", False))
 
 
 def from_alert(alert: Alert) -> Notice:

@@ -8,8 +8,12 @@ The file names environment variables, never holds URLs or secrets itself:
              secret_env: ORDERWATCH_DINGTALK_PAY_SECRET, keyword: OrderWatch,
              mention_mobiles: ["13800000000"]}
     routes:                      # first match wins; `continue: true` goes on matching
-      - {name: critical, match: {severity: critical}, robots: [ops, pay], continue: true}
+      - {name: critical, match: {severity: critical}, robots: [ops, pay], continue: true,
+         group_wait: 10s}
       - {name: default, robots: [ops]}
+
+Each route may set Alertmanager's `group_by`, `group_wait` (30s), `group_interval` (5m)
+and `repeat_interval` (4h, 0 for none); see `grouping.py`.
 
 A robot whose URL variable is unset or empty is switched off (and said so at start).
 """
@@ -23,7 +27,9 @@ from pathlib import Path
 
 import yaml
 
+from orderwatch.alerts.grouping import Grouping
 from orderwatch.config import ConfigError
+from orderwatch.durations import parse_duration
 
 KINDS = {"wecom": ("markdown", "text"), "dingtalk": ("markdown", "text", "action_card")}
 
@@ -47,6 +53,7 @@ class Route:
     robots: tuple[str, ...]
     match: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     go_on: bool = False
+    grouping: Grouping = field(default_factory=Grouping)
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(labels.get(key) in values for key, values in self.match.items())
@@ -58,15 +65,20 @@ class RobotsConfig:
     routes: tuple[Route, ...]
     disabled: tuple[str, ...] = ()  # configured, but their URL variable is empty
 
-    def robots_for(self, labels: Mapping[str, str]) -> list[RobotConfig]:
-        """Robots for an alert (labels include `alert` and `severity`), in route order."""
-        names: list[str] = []
+    def deliveries(self, labels: Mapping[str, str]) -> list[tuple[RobotConfig, Grouping]]:
+        """Robots for an alert (labels include `alert` and `severity`), in route order,
+        each with the grouping of the first route that named it."""
+        chosen: dict[str, Grouping] = {}
         for route in self.routes:
             if route.matches(labels):
-                names += [n for n in route.robots if n not in names]
+                for name in route.robots:
+                    chosen.setdefault(name, route.grouping)
                 if not route.go_on:
                     break
-        return [self.robots[n] for n in names if n in self.robots]
+        return [(self.robots[n], g) for n, g in chosen.items() if n in self.robots]
+
+    def robots_for(self, labels: Mapping[str, str]) -> list[RobotConfig]:
+        return [robot for robot, _ in self.deliveries(labels)]
 
     def route(self, name: str) -> Route | None:
         return next((r for r in self.routes if r.name == name), None)
@@ -130,4 +142,19 @@ def _route(index: int, spec: dict, robots: dict, path) -> Route:
         raise ConfigError(f"{path}: route {name!r} names unknown robots {unknown}")
     match = {str(k): tuple(map(str, v)) if isinstance(v, list) else (str(v),)
              for k, v in (spec.get("match") or {}).items()}
-    return Route(name, names, match, bool(spec.get("continue", False)))
+    return Route(name, names, match, bool(spec.get("continue", False)),
+                 _grouping(spec, f"{path}: route {name!r}"))
+
+
+def _grouping(spec: dict, where: str) -> Grouping:
+    default = Grouping()
+    by = spec.get("group_by", list(default.by))
+    if not isinstance(by, list) or not all(isinstance(x, str) for x in by):
+        raise ConfigError(f"{where}: group_by must be a list of label names")
+    try:
+        return Grouping(tuple(by),
+                        parse_duration(spec.get("group_wait", default.wait_s)),
+                        parse_duration(spec.get("group_interval", default.interval_s)),
+                        parse_duration(spec.get("repeat_interval", default.repeat_s)))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None

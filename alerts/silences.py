@@ -102,11 +102,3 @@ class Silences:
 
     def close(self) -> None:
         self.db.close()
-
-
-def parse_duration(text: str) -> float:
-    """30m, 2h, 1d, 90s (as amtool's --duration)."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
-    if m is None:
-        raise ConfigError(f"bad duration {text!r}: use e.g. 30m, 2h or 1d")
-    return float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]

@@ -342,7 +342,8 @@ def _notifiers(settings: Settings, alerts_out: str | None, cluster=None,
 def cmd_silence(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from orderwatch.alerts.silences import Silences, parse_duration, parse_matcher
+    from orderwatch.alerts.silences import Silences, parse_matcher
+    from orderwatch.durations import parse_duration
     from orderwatch.timestamps import to_rfc3339
 
     silences = Silences(Path(args.state or settings.state_dir) / "silences.sqlite3")

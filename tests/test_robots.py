@@ -222,7 +222,7 @@ def test_silences_mute_matching_notices_until_they_expire(fake, clock, tmp_path)
     clock.now += 3600  # the silence ran out
     assert dispatcher.offer(notice(2)) == "queued"
     silences.expire(s.id)
-    run(outbox, clock, clock.now + 5)
+    run(outbox, clock, clock.now + 35)  # the route's group_wait (30 s)
     assert set(notices_in(fake)) == {"T0900", "T0002"}
 
 
@@ -232,7 +232,7 @@ def test_a_failing_gateway_groups_its_lost_callbacks_into_one_line(fake, clock, 
                   T0, None, "alipay: 9% of notify callbacks failed")
     assert dispatcher.offer(rate) == "queued"
     assert [dispatcher.offer(notice(i)) for i in range(30)] == ["inhibited"] * 30
-    run(outbox, clock, clock.now + 5)
+    run(outbox, clock, clock.now + 35)
     (msg,) = fake.received  # one message: the gateway alert and the orders it explains
     assert "支付回调失败率高" in msg.text
     (grouped,) = [x for x in msg.text.split("\n") if "× 30 单" in x]
@@ -271,3 +271,108 @@ def test_alerts_are_queued_while_a_slow_robot_is_being_sent_to(fake, clock, tmp_
     pumping.join(10)
     run(outbox, clock, clock.now + 5)
     assert notices_in(fake) == Counter({"T0001": 1, "T0002": 1})
+
+
+def _grouped(fake, clock, tmp_path, path: str = "o.db"):
+    from orderwatch.alerts.grouping import Grouping
+
+    outbox = Outbox(tmp_path / path, {"ops": wecom(fake)}, clock=clock)
+    return outbox, Grouping(wait_s=30, interval_s=300, repeat_s=4 * 3600)
+
+
+def lost(i: int, gateway: str = "alipay", status: str = "firing") -> Notice:
+    return Notice(f"g{i}:{status}", "callback_lost", status, "critical",
+                  {"order_no": f"T{i:04d}", "gateway": gateway}, T0,
+                  None if status == "firing" else T0 + 3600, f"order {i} lost")
+
+
+def test_group_wait_collects_a_new_group_then_group_interval_spaces_its_updates(
+        fake, clock, tmp_path):
+    outbox, grouping = _grouped(fake, clock, tmp_path)
+    outbox.enqueue("ops", lost(1), grouping)
+    run(outbox, clock, T0 + 20)
+    outbox.enqueue("ops", lost(2), grouping)
+    run(outbox, clock, T0 + 29)
+    assert fake.received == []  # still inside group_wait
+    run(outbox, clock, T0 + 31)
+    assert len(fake.received) == 1 and notices_in(fake) == Counter({"T0001": 1, "T0002": 1})
+
+    outbox.enqueue("ops", lost(3), grouping)  # the group was sent at T0+30
+    outbox.enqueue("ops", lost(4, gateway="wechat"), grouping)  # a new group: its own wait
+    run(outbox, clock, T0 + 62)
+    assert len(fake.received) == 2 and "T0004" in fake.received[1].text
+    run(outbox, clock, T0 + 329)
+    assert "T0003" not in notices_in(fake)  # waits for group_interval after the last send
+    run(outbox, clock, T0 + 332)
+    assert notices_in(fake)["T0003"] == 1 and len(fake.received) == 3
+
+
+def test_repeat_interval_reminds_of_what_still_fires_and_stops_once_resolved(
+        fake, clock, tmp_path):
+    outbox, grouping = _grouped(fake, clock, tmp_path)
+    outbox.enqueue("ops", lost(1), grouping)
+    outbox.enqueue("ops", lost(2), grouping)
+    run(outbox, clock, T0 + 31)
+    assert len(fake.received) == 1
+    outbox.enqueue("ops", lost(2, status="resolved"), grouping)
+    run(outbox, clock, T0 + 31 + 300 + 2)  # the resolution, after group_interval
+    assert len(fake.received) == 2 and "恢复" in fake.received[1].text
+    assert outbox._next_due("ops", clock.now) == pytest.approx(4 * 3600 - 2, abs=2)
+    clock.now = T0 + 331 + 4 * 3600 + 1
+    outbox.pump()
+    reminder = fake.received[2].text
+    assert "仍未恢复" in reminder and "T0001" in reminder and "T0002" not in reminder
+    outbox.enqueue("ops", lost(1, status="resolved"), grouping)
+    clock.now += 301
+    outbox.pump()
+    assert len(fake.received) == 4
+    assert outbox._next_due("ops", clock.now) is None  # nothing fires: the group is gone
+    clock.now += 5 * 3600
+    outbox.pump()
+    assert len(fake.received) == 4  # no reminder of resolved alerts
+    outbox.enqueue("ops", lost(5), grouping)  # a fresh group waits group_wait again
+    outbox.pump()
+    assert len(fake.received) == 4
+    run(outbox, clock, clock.now + 31)
+    assert len(fake.received) == 5 and "T0005" in fake.received[4].text
+
+
+def test_group_timers_survive_a_restart(fake, clock, tmp_path):
+    first, grouping = _grouped(fake, clock, tmp_path)
+    first.enqueue("ops", lost(1), grouping)
+    run(first, clock, T0 + 31)
+    first.enqueue("ops", lost(2), grouping)
+    first.close()
+    second, _ = _grouped(fake, clock, tmp_path)
+    run(second, clock, T0 + 200)
+    assert notices_in(fake) == Counter({"T0001": 1})  # still inside group_interval
+    run(second, clock, T0 + 335)
+    assert notices_in(fake) == Counter({"T0001": 1, "T0002": 1})
+
+
+def test_stopping_flushes_every_pending_group_without_waiting(fake, clock, tmp_path):
+    from orderwatch.alerts.outbox import OutboxWorker
+
+    outbox, grouping = _grouped(fake, clock, tmp_path)
+    outbox.enqueue("ops", lost(1), grouping)
+    worker = OutboxWorker(outbox)
+    worker.start()
+    worker.stop()
+    assert notices_in(fake) == Counter({"T0001": 1})
+
+
+def test_routes_carry_alertmanager_style_timers(tmp_path):
+    path = tmp_path / "robots.yml"
+    path.write_text("robots:\n  ops: {kind: wecom, url_env: U}\nroutes:\n"
+                    "  - {name: fast, match: {severity: critical}, robots: [ops],"
+                    " group_by: [alert], group_wait: 5s, group_interval: 1m,"
+                    " repeat_interval: 0}\n  - {name: default, robots: [ops]}\n")
+    config = load_robots(path, {"U": "https://example.test/hook"})
+    ((_, fast),) = config.deliveries({"alert": "x", "severity": "critical"})
+    ((_, default),) = config.deliveries({"alert": "x", "severity": "warning"})
+    assert (fast.by, fast.wait_s, fast.interval_s, fast.repeat_s) == (("alert",), 5, 60, 0)
+    assert (default.wait_s, default.interval_s, default.repeat_s) == (30, 300, 4 * 3600)
+    path.write_text("robots:\n  ops: {kind: wecom, url_env: U}\nroutes:\n"
+                    "  - {robots: [ops], group_wait: soon}\n")
+    with pytest.raises(ConfigError, match="group_wait"):
+        load_robots(path, {"U": "https://example.test/hook"})
