@@ -151,10 +151,12 @@ def _grouping(spec: dict, where: str) -> Grouping:
     by = spec.get("group_by", list(default.by))
     if not isinstance(by, list) or not all(isinstance(x, str) for x in by):
         raise ConfigError(f"{where}: group_by must be a list of label names")
-    try:
-        return Grouping(tuple(by),
-                        parse_duration(spec.get("group_wait", default.wait_s)),
-                        parse_duration(spec.get("group_interval", default.interval_s)),
-                        parse_duration(spec.get("repeat_interval", default.repeat_s)))
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    def seconds(key: str, default: float) -> float:
+        try:
+            return parse_duration(spec.get(key, default))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {key}: {exc}") from None
+
+    return Grouping(tuple(by), seconds("group_wait", default.wait_s),
+                    seconds("group_interval", default.interval_s),
+                    seconds("repeat_interval", default.repeat_s))
