@@ -59,11 +59,26 @@ class Route:
         return all(labels.get(key) in values for key, values in self.match.items())
 
 
+WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
+
+
+@dataclass(frozen=True, slots=True)
+class WeeklySchedule:
+    """When the weekly health check goes out, and to which robots (None: all)."""
+
+    weekday: int = 0  # Monday
+    hour: int = 10
+    minute: int = 0
+    robots: tuple[str, ...] | None = None
+    enabled: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class RobotsConfig:
     robots: Mapping[str, RobotConfig]
     routes: tuple[Route, ...]
     disabled: tuple[str, ...] = ()  # configured, but their URL variable is empty
+    weekly: WeeklySchedule = field(default_factory=WeeklySchedule)
 
     def deliveries(self, labels: Mapping[str, str]) -> list[tuple[RobotConfig, Grouping]]:
         """Robots for an alert (labels include `alert` and `severity`), in route order,
@@ -101,7 +116,30 @@ def load_robots(path: str | Path, env: Mapping[str, str] | None = None) -> Robot
             robots[robot.name] = robot
     routes = tuple(_route(i, spec, doc["robots"], path)
                    for i, spec in enumerate(doc.get("routes") or [{"robots": list(robots)}]))
-    return RobotsConfig(robots, routes, tuple(disabled))
+    weekly = _weekly(doc.get("weekly") or {}, doc["robots"], path)
+    return RobotsConfig(robots, routes, tuple(disabled), weekly)
+
+
+def _weekly(spec: dict, robots: dict, path) -> WeeklySchedule:
+    """`weekly: {at: "MON 10:00", robots: [ops]}`; `at: off` switches it off."""
+    where = f"{path}: weekly"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: must be a mapping such as {{at: MON 10:00}}")
+    names = spec.get("robots")
+    if names is not None:
+        names = tuple(str(n) for n in names)
+        unknown = [n for n in names if n not in robots]
+        if unknown:
+            raise ConfigError(f"{where}: names unknown robots {unknown}")
+    at = str(spec.get("at", "MON 10:00")).strip().upper()
+    if at == "OFF" or spec.get("at") is False:
+        return WeeklySchedule(robots=names, enabled=False)
+    day, _, clock = at.partition(" ")
+    hour, _, minute = clock.partition(":")
+    if day not in WEEKDAYS or not (hour.isdigit() and minute.isdigit()) \
+            or int(hour) > 23 or int(minute) > 59:
+        raise ConfigError(f"{where}: at must look like MON 10:00, got {spec.get('at')!r}")
+    return WeeklySchedule(WEEKDAYS.index(day), int(hour), int(minute), names)
 
 
 def _robot(name: str, spec: dict, env: Mapping[str, str], path) -> RobotConfig | None:

@@ -105,14 +105,22 @@ class Robot:
             n.status == "firing" and n.severity == "critical" for n in notices) else ()
 
     def _parts(self, notices: Sequence[Notice]) -> tuple[str, str, list[str], str]:
-        """Title (headline with the robot's keyword), first line, item lines, separator."""
         text = render(notices, self.config.language, self.tz)
+        return self._frame(text.headline, text.lines)
+
+    def _frame(self, headline: str, lines: Sequence[str]) -> tuple[str, str, list[str], str]:
+        """Title (headline with the robot's keyword), first line, item lines, separator."""
         keyword = self.config.keyword
-        title = text.headline if not keyword or keyword in text.headline \
-            else f"{keyword} {text.headline}"
+        title = headline if not keyword or keyword in headline else f"{keyword} {headline}"
         if self.config.message == "text":
-            return title, title, list(text.lines), "\n"
-        return title, f"### {title}", [f"- {x}" for x in text.lines], "\n\n"
+            return title, title, list(lines), "\n"
+        return title, f"### {title}", [f"- {x}" for x in lines], "\n\n"
+
+    def report_payload(self, headline: str, lines: Sequence[str]) -> dict[str, Any]:
+        """A report (the weekly health check): headline and lines, cut to the robot's limit."""
+        title, head, items, join = self._frame(headline, lines)
+        return self._wrap(title, fit_lines(head, items, self._budget(), self.config.language,
+                                           join), ())
 
     def _wrap(self, title: str, content: str, mobiles: tuple[str, ...]) -> dict[str, Any]:
         c = self.config

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import orjson
 
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", metavar="EVENTS.jsonl", help="event file to write")
     sim.add_argument("--labels", metavar="LABELS.jsonl", help="ground truth of injected faults")
     sim.add_argument("--orders", type=_positive(int), default=1000, metavar="N")
+    sim.add_argument("--orders-per-minute", type=_positive(float), default=60.0, metavar="R",
+                     help="mean arrival rate of new orders in event time (default 60; "
+                     "e.g. 1 spreads 20,000 orders over two weeks)")
     sim.add_argument("--faults", type=_faults, default=frozenset(), metavar="LIST",
                      help="fault scenarios: all, none, or a comma list (default none)")
     sim.add_argument("--seed", type=int, default=7)
@@ -136,6 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("list", help="active silences")
     expire = verbs.add_parser("expire", help="end a silence now")
     expire.add_argument("id", type=int)
+
+    report = sub.add_parser("report", help="reports from the results in ClickHouse")
+    kinds = report.add_subparsers(dest="report_kind", required=True, metavar="KIND")
+    weekly = kinds.add_parser("weekly", help="the weekly health check (shared/domain.md): "
+                              "four checks against the week before, worst dimensions, "
+                              "riskiest open orders; markdown, PNG chart, HTML")
+    weekly.add_argument("--week", metavar="YYYY-Www", help="ISO week, e.g. 2026-W08 "
+                        "(default: the last complete week before the latest data)")
+    weekly.add_argument("--send", action="store_true", help="post it to the robots of "
+                        "--robots / $ORDERWATCH_ROBOTS_FILE (`weekly:` picks them; default all)")
+    weekly.add_argument("--html", metavar="FILE", help="write the self-contained HTML report "
+                        "here (default ./orderwatch-weekly-<week>.html)")
+    weekly.add_argument("--png", metavar="FILE", help="also write the trend chart here")
+    weekly.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    weekly.add_argument("--language", choices=("zh", "en"), help="default $ORDERWATCH_LANGUAGE "
+                        "or zh")
+    weekly.add_argument("--robots", metavar="FILE", help="robots file (for --send)")
+    weekly.add_argument("--clickhouse", metavar="DSN", help="as for replay")
+    weekly.add_argument("--data", metavar="DIR", help="embedded ClickHouse directory")
 
     sql = sub.add_parser("sql", help="run a query on the embedded (or any) ClickHouse")
     sql.add_argument("query")
@@ -223,7 +246,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise UsageError("simulate needs --out EVENTS.jsonl and/or --brokers HOST:PORT")
     if args.rate is not None:
         return _simulate_live(args)
-    config = SimConfig(seed=args.seed, orders=args.orders, faults=args.faults)
+    config = SimConfig(seed=args.seed, orders=args.orders, faults=args.faults,
+                       orders_per_minute=args.orders_per_minute)
     if args.start is not None:
         config.start = args.start
     publisher = None
@@ -375,12 +399,14 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
     relay = Relay(robots, args.state or settings.state_dir, token, settings.display_timezone)
     stop = _stop_on_signals()
     server = serve_relay(relay, args.host, args.port)
+    weekly = _weekly_robot(settings, relay.config)
     print(f"relay listening on http://{args.host}:{args.port}/alertmanager/<route> "
           f"(routes: {', '.join(r.name for r in relay.config.routes)}; robots: "
           f"{', '.join(relay.config.robots) or 'none'})", flush=True)
     while not stop.is_set():
         time.sleep(0.2)
     server.shutdown()
+    weekly.stop()
     relay.worker.stop()
     return 0
 
@@ -441,47 +467,89 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     robots = [n for n in notifiers if isinstance(n, RobotNotifier)]
     print("alerts    " + (f"robots ({', '.join(robots[0].config.robots)}) via "
                           f"{settings.robots_file}" if robots
-                          else "console (no robot configured)") + "\n", flush=True)
-    summary = execute(EngineSource(config, args.rate, args.duration, stop), settings,
-                      notifiers, serve_metrics=True, progress_s=5.0)
+                          else "console (no robot configured)"), flush=True)
+    weekly = _weekly_robot(settings, robots[0].config if robots else None)
+    try:
+        summary = execute(EngineSource(config, args.rate, args.duration, stop), settings,
+                          notifiers, serve_metrics=True, progress_s=5.0)
+    finally:
+        weekly.stop()
     print("\nsummary\n" + "\n".join(summary.lines(settings.display_timezone)))
     return 0
 
 
-def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
-    from orderwatch.pipelines.clickhouse_client import connect, held_by_another_process, parse_dsn
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from orderwatch.alerts.robot_config import load_robots
+    from orderwatch.alerts.weekly_checks import Week
+    from orderwatch.alerts.weekly_robot import Ledger, build, send
+    from orderwatch.pipelines.reader import reader
 
     settings = _with_dsn(settings, args.clickhouse, args.data or (
         None if args.clickhouse or "ORDERWATCH_CLICKHOUSE_DSN" in os.environ else "./data"))
-    target = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database)
-    if held_by_another_process(target):
-        # `orderwatch run` holds the embedded data: ask it, over its loopback endpoint
-        return _sql_via_running_process(args.query, settings)
-    client = connect(target)
-    result = client.query(args.query)
-    print("\t".join(result.column_names))
-    for row in result.result_rows:
+    try:
+        week = Week.parse(args.week, settings.display_timezone) if args.week else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    robots = None
+    if args.send:  # read the robots first: a bad file should fail before the work
+        path = args.robots or settings.robots_file
+        if not path:
+            raise UsageError("--send needs --robots FILE (or ORDERWATCH_ROBOTS_FILE)")
+        robots = load_robots(path)
+    built = build(reader(settings), settings, week, args.language)
+    week = built.report.week
+    html_path = args.html or f"orderwatch-weekly-{week}.html"
+    with open(html_path, "w", encoding="utf-8") as f:
+        f.write(built.html)
+    if args.png:
+        with open(args.png, "wb") as f:
+            f.write(built.png)
+    if args.json:
+        with open(args.json, "wb") as f:
+            f.write(orjson.dumps(built.report, option=orjson.OPT_INDENT_2))
+    print("\n".join([built.headline, *built.lines]))
+    print(f"\nHTML report: {html_path}" + (f"; chart: {args.png}" if args.png else ""))
+    if robots is None:
+        return 0
+    results = send(built, robots, settings.display_timezone,
+                   Ledger(Path(settings.state_dir) / "weekly-sent.json"), again=True)
+    if not results:
+        raise UsageError("no robot to send to: check `weekly: robots` and the URL variables")
+    for name, outcome in results.items():
+        print(f"robot {name}: {'sent' if outcome.ok else 'FAILED ' + outcome.detail}")
+    return 0 if all(o.ok for o in results.values()) else 1
+
+
+def _weekly_robot(settings: Settings, robots):
+    """The weekly health check, posted on schedule while this process runs."""
+    from orderwatch.alerts.weekly_robot import WeeklyRobot, next_run
+    from orderwatch.pipelines.reader import reader
+    from orderwatch.timestamps import to_rfc3339
+
+    weekly = WeeklyRobot(lambda sql: reader(settings)(sql), settings, robots)
+    if weekly.schedule.enabled:
+        weekly.start()
+        when = next_run(time.time(), weekly.schedule, settings.display_timezone)
+        print(f"weekly    health check {to_rfc3339(when, settings.display_timezone)} to "
+              + (", ".join(weekly.schedule.robots or robots.robots) if robots else
+                 "the console") + f" and {settings.state_dir}/reports/\n", flush=True)
+    return weekly
+
+
+def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
+    from orderwatch.pipelines.reader import reader
+
+    settings = _with_dsn(settings, args.clickhouse, args.data or (
+        None if args.clickhouse or "ORDERWATCH_CLICKHOUSE_DSN" in os.environ else "./data"))
+    columns, rows = reader(settings)(args.query)
+    print("\t".join(columns))
+    for row in rows:
         print("\t".join("" if v is None else str(v) for v in row))
     return 0
 
 
-def _sql_via_running_process(query: str, settings: Settings) -> int:
-    import httpx
-
-    url = f"http://{settings.metrics_host}:{settings.metrics_port}/query"
-    try:
-        response = httpx.post(url, content=query.encode(), timeout=60)
-    except httpx.TransportError as exc:
-        raise UsageError(f"the embedded data is locked by another process and {url} does "
-                         f"not answer ({exc})") from None
-    if response.status_code != 200:
-        raise UsageError(f"query failed: {response.text.strip()}")
-    sys.stdout.write(response.text)
-    return 0
-
-
 COMMANDS = {"run": cmd_run, "replay": cmd_replay, "consume": cmd_consume, "sql": cmd_sql,
-            "relay": cmd_relay, "silence": cmd_silence}
+            "relay": cmd_relay, "silence": cmd_silence, "report": cmd_report}
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 chDB keeps its data directory locked while `orderwatch run` writes to it, so another
 process cannot open it; `/query?query=SELECT…` answers from the running process instead,
-in ClickHouse's TabSeparatedWithNames, with `readonly=1` (no writes, no DDL). It is
-served only on a loopback address.
+in ClickHouse's TabSeparatedWithNames (or `{"columns": …, "rows": …}` with
+`format=json`), with `readonly=1` (no writes, no DDL). It is served only on a loopback
+address.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+import orjson
 from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
@@ -54,7 +56,8 @@ def make_app(exporter: Exporter, query: QueryRunner | None):
 
 
 def _query(environ: dict, start_response: Callable, query: QueryRunner) -> Iterable[bytes]:
-    sql = parse_qs(environ.get("QUERY_STRING", "")).get("query", [""])[0]
+    params = parse_qs(environ.get("QUERY_STRING", ""))
+    sql = params.get("query", [""])[0]
     if environ.get("REQUEST_METHOD") == "POST":
         length = int(environ.get("CONTENT_LENGTH") or 0)
         sql = (environ["wsgi.input"].read(length).decode() if length else "") or sql
@@ -66,6 +69,9 @@ def _query(environ: dict, start_response: Callable, query: QueryRunner) -> Itera
     except Exception as exc:
         start_response("400 Bad Request", [("Content-Type", "text/plain; charset=utf-8")])
         return [f"{exc}\n".encode()]
+    if params.get("format") == ["json"]:
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [orjson.dumps({"columns": columns, "rows": rows}, default=str)]
     lines = ["\t".join(columns)]
     lines += ["\t".join("" if v is None else str(v) for v in row) for row in rows]
     start_response("200 OK", [("Content-Type", "text/tab-separated-values; charset=utf-8")])

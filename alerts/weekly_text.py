@@ -1,0 +1,134 @@
+"""The weekly report in words: robot markdown lines (Chinese by default) and a
+self-contained HTML page (styles inline, the chart embedded as a data URI)."""
+
+from __future__ import annotations
+
+import base64
+import html
+
+from orderwatch.alerts.weekly_checks import Check, WeeklyReport, checks_by_name
+from orderwatch.timestamps import to_rfc3339
+
+LABELS = {
+    "zh": {
+        "title": "OrderWatch 周度健康自检 {week}({first} 至 {last})",
+        "pending_payment_over_2h": "待支付超 2 小时占比", "no_tracking_after_24h":
+        "发货后 24 小时无物流轨迹", "settlement_failed": "已完成订单分账失败率",
+        "ship_requests_per_order": "同一订单发货请求次数",
+        "healthy_line": {"pending_payment_over_2h": "< 5%", "no_tracking_after_24h": "0",
+                         "settlement_failed": "0%", "ship_requests_per_order": "< 2 次"},
+        "before": "上周", "line": "健康线", "orders": "单", "as_of": "数据截至 {t}",
+        "worst": {"gateway": "问题最多的支付网关", "carrier": "问题最多的承运商",
+                  "channel": "问题最多的渠道", "warehouse": "问题最多的仓库"},
+        "problem": "{v}:{share} 的订单有告警({p}/{n})", "agg": ",{a} 条维度告警",
+        "risky": "风险最高的未完结订单", "none": "无", "risk": "风险 {r:.0f}",
+        "most": "最多 {m:.0f} 次,{c} 单 ≥ 2 次", "chart": "趋势图见附图 / HTML 报告",
+        "ok": "✅", "bad": "❌",
+    },
+    "en": {
+        "title": "OrderWatch weekly health check {week} ({first} to {last})",
+        "pending_payment_over_2h": "Pending payment over 2 h", "no_tracking_after_24h":
+        "Shipped, no tracking after 24 h", "settlement_failed":
+        "Completed orders, settlement failed", "ship_requests_per_order":
+        "Ship requests per order",
+        "healthy_line": {"pending_payment_over_2h": "< 5%", "no_tracking_after_24h": "0",
+                         "settlement_failed": "0%", "ship_requests_per_order": "< 2"},
+        "before": "week before", "line": "healthy", "orders": "orders",
+        "as_of": "data as of {t}",
+        "worst": {"gateway": "Worst gateways", "carrier": "Worst carriers",
+                  "channel": "Worst channels", "warehouse": "Worst warehouses"},
+        "problem": "{v}: {share} of orders alerted ({p}/{n})", "agg": ", {a} dimension alerts",
+        "risky": "Riskiest open orders", "none": "none", "risk": "risk {r:.0f}",
+        "most": "at most {m:.0f}, {c} orders with ≥ 2", "chart": "trend chart: see the image "
+        "/ HTML report", "ok": "OK", "bad": "OFF",
+    },
+}
+
+
+def figure(c: Check, language: str) -> str:
+    """The check's value as a reader wants it: shares in %, counts as counts."""
+    w = LABELS[language]
+    if c.name in ("pending_payment_over_2h", "settlement_failed"):
+        return f"{c.value:.2%} ({c.count:,}/{c.judged:,})"
+    if c.name == "no_tracking_after_24h":
+        return f"{c.count:,} {w['orders']}"
+    return w["most"].format(m=c.value, c=c.count)
+
+
+def title(report: WeeklyReport, language: str) -> str:
+    days = report.week.days()
+    return LABELS[language]["title"].format(week=report.week, first=days[0].strftime("%m-%d"),
+                                            last=days[-1].strftime("%m-%d"))
+
+
+def check_lines(report: WeeklyReport, language: str) -> list[str]:
+    w = LABELS[language]
+    before = checks_by_name(report.previous)
+    return [f"{w['ok'] if c.healthy else w['bad']} {w[c.name]}: {figure(c, language)}"
+            f" — {w['before']} {figure(before[c.name], language)}; "
+            f"{w['line']} {w['healthy_line'][c.name]}" for c in report.checks]
+
+
+def markdown_lines(report: WeeklyReport, language: str, tz: str, risky: int = 5) -> list[str]:
+    """The robot message, after its headline: checks, worst dimensions, riskiest orders."""
+    w = LABELS[language]
+    lines = check_lines(report, language)
+    for dim, rows in report.worst.items():
+        shown = "; ".join(_worst_text(r, language) for r in rows) or w["none"]
+        lines.append(f"**{w['worst'][dim]}**: {shown}")
+    orders = "; ".join(f"{o.order_no} {w['risk'].format(r=o.risk)} ({o.status}): "
+                       f"{', '.join(o.reasons[:2])}" for o in report.riskiest[:risky])
+    lines.append(f"**{w['risky']}**: {orders or w['none']}")
+    lines.append(w["as_of"].format(t=to_rfc3339(report.as_of, tz)) + " · " + w["chart"])
+    return lines
+
+
+def _worst_text(row, language: str) -> str:
+    w = LABELS[language]
+    text = w["problem"].format(v=row.value, share=f"{row.share:.1%}", p=row.problem_orders,
+                               n=row.orders)
+    return text + (w["agg"].format(a=row.aggregate_alerts) if row.aggregate_alerts else "")
+
+
+def html_page(report: WeeklyReport, png: bytes, language: str, tz: str) -> str:
+    w = LABELS[language]
+    e = html.escape
+    before = checks_by_name(report.previous)
+    checks = "".join(
+        f"<tr class={'ok' if c.healthy else 'bad'}><td>{w['ok'] if c.healthy else w['bad']}"
+        f"</td><td>{e(w[c.name])}</td><td>{e(figure(c, language))}</td>"
+        f"<td>{e(figure(before[c.name], language))}</td>"
+        f"<td>{e(w['healthy_line'][c.name])}</td></tr>" for c in report.checks)
+    worst = "".join(
+        f"<h3>{e(w['worst'][dim])}</h3><table><tr><th></th><th>{e(w['orders'])}</th>"
+        f"<th>alerted</th><th>%</th><th>dimension alerts</th></tr>"
+        + "".join(f"<tr><td>{e(r.value)}</td><td>{r.orders:,}</td><td>{r.problem_orders:,}"
+                  f"</td><td>{r.share:.1%}</td><td>{r.aggregate_alerts}</td></tr>"
+                  for r in rows) + "</table>"
+        for dim, rows in report.worst.items())
+    risky = "".join(
+        f"<tr><td>{e(o.order_no)}</td><td>{o.risk:.0f}</td><td>{e(o.status)}</td>"
+        f"<td>{e(o.channel)}</td><td>{e('; '.join(o.reasons))}</td></tr>"
+        for o in report.riskiest) or f"<tr><td colspan=5>{e(w['none'])}</td></tr>"
+    chart = base64.b64encode(png).decode()
+    return f"""<!doctype html>
+<html lang="{language}"><head><meta charset="utf-8"><title>{e(title(report, language))}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: .5em 0 1.5em; }}
+td, th {{ border: 1px solid #ccc; padding: .3em .7em; text-align: left; }}
+tr.bad td:first-child {{ color: #c9302c; font-weight: bold; }}
+tr.ok td:first-child {{ color: #2d8a3e; }}
+</style></head><body>
+<h1>{e(title(report, language))}</h1>
+<p>{e(w['as_of'].format(t=to_rfc3339(report.as_of, tz)))}</p>
+<table><tr><th></th><th></th><th>{e(str(report.week))}</th><th>{e(w['before'])}</th>
+<th>{e(w['line'])}</th></tr>{checks}</table>
+<img alt="trend" src="data:image/png;base64,{chart}">
+{worst}
+<h3>{e(w['risky'])}</h3>
+<table><tr><th>order</th><th>risk</th><th>status</th><th>channel</th><th>reasons</th></tr>
+{risky}</table>
+</body></html>
+"""
+

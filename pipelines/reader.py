@@ -1,0 +1,50 @@
+"""Read-only SQL on OrderWatch's ClickHouse, for any command.
+
+A server, or embedded data no other process holds, is queried directly. Embedded data held
+by a running `orderwatch run`/`consume` (chDB locks its directory) is queried through that
+process's loopback `/query` endpoint, in JSON so numbers stay numbers.
+"""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+
+from orderwatch.config import ConfigError, Settings
+from orderwatch.pipelines.clickhouse_client import (
+    connect,
+    held_by_another_process,
+    parse_dsn,
+    write_lock,
+)
+from orderwatch.pipelines.http_endpoint import QueryRunner
+
+
+def reader(settings: Settings) -> QueryRunner:
+    target = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database)
+    if held_by_another_process(target):
+        return _through_running_process(f"http://{settings.metrics_host}:"
+                                        f"{settings.metrics_port}/query?format=json")
+    client = connect(target)
+
+    def query(sql: str) -> tuple[list[str], list[tuple]]:
+        with write_lock:  # chDB's session is shared with this process's writer
+            result = client.query(sql)
+        return list(result.column_names), result.result_rows
+
+    return query
+
+
+def _through_running_process(url: str) -> QueryRunner:
+    def query(sql: str) -> tuple[list[str], list[tuple]]:
+        try:
+            response = httpx.post(url, content=sql.encode(), timeout=120)
+        except httpx.TransportError as exc:
+            raise ConfigError(f"the embedded data is locked by another process and {url} "
+                              f"does not answer ({exc})") from None
+        if response.status_code != 200:
+            raise ConfigError(f"query failed: {response.text.strip()}")
+        answer = orjson.loads(response.content)
+        return answer["columns"], [tuple(row) for row in answer["rows"]]
+
+    return query

@@ -1,0 +1,263 @@
+"""The weekly health-check robot over a simulated fortnight.
+
+The engine simulates two weeks of orders with every fault (the fault windows in the second
+week); the events are cut at the second week's Monday 10:00, when the report runs. The
+report's four checks, for the week and the week before, are compared with figures this
+test computes itself from the raw events, and cross-checked with the engine's labels.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import time
+from collections import defaultdict
+from datetime import datetime
+
+import orjson
+import pytest
+from fake_robot import FakeRobots
+from PIL import Image
+
+from orderwatch.alerts.weekly_checks import Week
+from orderwatch.engine.faults import SCENARIOS
+from orderwatch.engine.simulator import SimConfig, simulate
+from orderwatch.engine.state_machine import FINISHED, PENDING_PAYMENT
+from orderwatch.timestamps import from_rfc3339, zone
+
+from conftest import orderwatch
+
+TZ = "Asia/Shanghai"
+HOUR = 3600.0
+WEEK = Week.parse("2026-W08", TZ)
+REPORT_AT = WEEK.end + 10 * HOUR  # Monday 10:00 after the week
+
+
+@pytest.fixture(scope="module")
+def fortnight(tmp_path_factory):
+    """Events of 2026-W07 and W08 (as the report sees them on Monday 10:00) and labels."""
+    out = tmp_path_factory.mktemp("weekly")
+    config = SimConfig(seed=11, orders=12_000, orders_per_minute=0.6,
+                       start=WEEK.previous().start,
+                       faults=frozenset(SCENARIOS) - {"malformed_events"},
+                       first_window_at=8 * 24 * HOUR)  # the windows fall in W08
+    events: list[dict] = []
+    labels = simulate(config, events.append)
+    events = [e for e in events if from_rfc3339(e["occurred_at"]) <= REPORT_AT]
+    path = out / "events.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    dsn = f"chdb://{out / 'ch'}"
+    orderwatch("replay", str(path), "--clickhouse", dsn, "--alerts-out", str(out / "a.jsonl"))
+    return dsn, events, labels
+
+
+def expected_checks(events: list[dict], week: Week, as_of: float) -> dict[str, tuple]:
+    """The four checks from the definitions in shared/domain.md, straight from the events."""
+    seen: set[str] = set()
+    orders: dict[str, list[tuple[float, dict]]] = defaultdict(list)
+    for e in events:
+        if e["event_id"] not in seen:
+            seen.add(e["event_id"])
+            orders[e["order_no"]].append((from_rfc3339(e["occurred_at"]), e))
+    start, end = week.start, week.end
+    pending = [0, 0]
+    silent = [0, 0, set()]
+    settle = [0, 0, set()]
+    ship = [0, 0, 0, set()]
+    for order_no, timeline in orders.items():
+        timeline.sort(key=lambda x: x[0])
+        ops = [(t, e) for t, e in timeline if e["stream"] == "order"]
+        created = next((t for t, e in ops if e["action"] == "create"), None)
+        if created is not None and start <= created < end and created <= as_of - 2 * HOUR:
+            left = next((t for t, e in ops if t >= created and e["status"] != PENDING_PAYMENT),
+                        None)
+            pending[0] += 1
+            pending[1] += left is None or left > created + 2 * HOUR
+        shipped = next((t for t, e in ops if e["action"] == "ship" and e["result"] == "ok"),
+                       None)
+        if shipped is not None and start <= shipped < end and shipped <= as_of - 24 * HOUR:
+            scan = next((t for t, e in timeline if e["stream"] == "logistics"), None)
+            silent[0] += 1
+            if scan is None or scan > shipped + 24 * HOUR:
+                silent[1] += 1
+                silent[2].add(order_no)
+        completed = next((t for t, e in ops if e["status"] == "completed"), None)
+        if completed is not None and start <= completed < end:
+            settle[0] += 1
+            if not any(e["action"] == "settle" and e["result"] == "ok" for _, e in ops):
+                settle[1] += 1
+                settle[2].add(order_no)
+        requests = [(t, e["request_id"]) for t, e in ops if e["action"] == "ship_request"]
+        if requests and start <= requests[0][0] < end:
+            n = len({rid for _, rid in requests})
+            ship[0] += 1
+            ship[1] = max(ship[1], n)
+            if n >= 2:
+                ship[2] += 1
+                ship[3].add(order_no)
+    return {"pending_payment_over_2h": (pending[1] / pending[0], pending[1], pending[0]),
+            "no_tracking_after_24h": (float(silent[1]), silent[1], silent[0], silent[2]),
+            "settlement_failed": (settle[1] / settle[0] if settle[0] else 0.0, settle[1],
+                                  settle[0], settle[2]),
+            "ship_requests_per_order": (float(ship[1]), ship[2], ship[0], ship[3])}
+
+
+def labelled(labels: list[dict], fault: str, week: Week, until: float) -> set[str]:
+    return {x["order_no"] for x in labels if x["fault"] == fault
+            and week.start <= from_rfc3339(x["start"]) < min(week.end, until)}
+
+
+def test_week_boundaries_follow_iso_weeks_in_the_display_zone():
+    assert datetime.fromtimestamp(WEEK.start, zone(TZ)).isoformat() == \
+        "2026-02-16T00:00:00+08:00"
+    assert WEEK.end - WEEK.start == 7 * 24 * HOUR
+    assert str(WEEK.previous()) == "2026-W07" and str(Week.parse("2026-w01", TZ)) == "2026-W01"
+    assert str(Week.parse("2020-W53", TZ).following()) == "2021-W01"  # 2020 has 53 weeks
+    with pytest.raises(ValueError, match="2026-W08"):
+        Week.parse("2026-W54", TZ)
+
+
+def test_the_weekly_report_shows_the_four_checks_with_the_right_figures(fortnight, tmp_path):
+    dsn, events, labels = fortnight
+    wecom_key, ding_token, secret = "wk-weekly", "dt-weekly", "SECweekly"
+    fake = FakeRobots(time.time, wecom_keys={wecom_key},
+                      dingtalk={ding_token: {"secret": secret, "keyword": "OrderWatch"}})
+    base = fake.start()
+    robots = tmp_path / "robots.yml"
+    robots.write_text("robots:\n"
+                      "  ops: {kind: wecom, url_env: T_WECOM}\n"
+                      "  pay: {kind: dingtalk, url_env: T_DING, secret_env: T_SECRET,"
+                      " keyword: OrderWatch}\n")
+    env = {**os.environ, "T_WECOM": f"{base}/cgi-bin/webhook/send?key={wecom_key}",
+           "T_DING": f"{base}/robot/send?access_token={ding_token}", "T_SECRET": secret,
+           "ORDERWATCH_STATE_DIR": str(tmp_path / "state")}
+    try:
+        result = orderwatch("report", "weekly", "--week", "2026-W08", "--clickhouse", dsn,
+                            "--html", str(tmp_path / "r.html"), "--png", str(tmp_path / "c.png"),
+                            "--json", str(tmp_path / "r.json"), "--send", "--robots",
+                            str(robots), env=env)
+    finally:
+        fake.stop()
+    assert result.returncode == 0, result.stderr
+    report = orjson.loads((tmp_path / "r.json").read_bytes())
+
+    as_of = max(from_rfc3339(e["occurred_at"]) for e in events)
+    assert report["as_of"] == pytest.approx(as_of, abs=0.001)
+    for key, week in (("checks", WEEK), ("previous", WEEK.previous())):
+        want = expected_checks(events, week, as_of)
+        got = {c["name"]: c for c in report[key]}
+        for name, (value, count, judged, *_) in want.items():
+            assert (got[name]["value"], got[name]["count"], got[name]["judged"]) == \
+                (pytest.approx(value), count, judged), (week, name)
+        # the engine's ground truth names the same orders
+        assert want["settlement_failed"][3] == labelled(labels, "settlement_missing", week,
+                                                         as_of)
+        assert want["ship_requests_per_order"][3] == labelled(
+            labels, "duplicate_ship_request", week, as_of)
+        silent = {x["order_no"] for x in labels if x["fault"] == "silent_shipment"
+                  and week.start <= from_rfc3339(x["start"]) < week.end
+                  and from_rfc3339(x["start"]) <= as_of - 24 * HOUR
+                  and from_rfc3339(x["end"]) - from_rfc3339(x["start"]) > 24 * HOUR}
+        assert want["no_tracking_after_24h"][3] == silent
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["no_tracking_after_24h"]["count"] > 0  # faults were injected: not all green
+    assert checks["ship_requests_per_order"]["value"] == 2 and not \
+        checks["ship_requests_per_order"]["healthy"]
+    assert checks["pending_payment_over_2h"]["value"] > \
+        {c["name"]: c for c in report["previous"]}["pending_payment_over_2h"]["value"]
+
+    # the gateways hit by the WAF block and the expired certificate lead the worst list;
+    # each list ranks by alerts on the dimension itself, then by the share of alerted orders
+    worst = report["worst"]
+    assert {r["value"] for r in worst["gateway"][:2]} == {"alipay", "wechatpay"}
+    assert worst["gateway"][0] == {**worst["gateway"][0], "value": "wechatpay"} and \
+        worst["gateway"][0]["aggregate_alerts"] >= 1  # callback_cert_expired
+    for rows in worst.values():
+        keys = [(-r["aggregate_alerts"], -r["problem_orders"] / r["orders"]) for r in rows]
+        assert len(rows) == 3 and keys == sorted(keys)
+    # riskiest open orders: open at report time, riskiest first, with reasons
+    last_status = {}
+    for e in sorted(events, key=lambda e: from_rfc3339(e["occurred_at"])):
+        if e["stream"] == "order":
+            last_status[e["order_no"]] = e["status"]
+    risky = report["riskiest"]
+    assert risky and [r["risk"] for r in risky] == sorted((r["risk"] for r in risky),
+                                                          reverse=True)
+    for r in risky:
+        assert last_status[r["order_no"]] not in FINISHED and r["risk"] >= 40 and r["reasons"]
+
+    # the chart is a real PNG; the HTML stands alone with it inside
+    png = (tmp_path / "c.png").read_bytes()
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.format == "PNG" and image.size[0] > 500
+    page = (tmp_path / "r.html").read_text()
+    assert base64.b64encode(png).decode() in page and "src=\"http" not in page
+    assert all(x in page for x in ("待支付超 2 小时占比", "发货后 24 小时无物流轨迹",
+                                   "已完成订单分账失败率", "同一订单发货请求次数"))
+
+    # the robots: WeCom markdown + the chart as an image, DingTalk signed markdown
+    by_robot = defaultdict(list)
+    for r in fake.received:
+        by_robot[r.robot].append(r)
+    (md, image), (ding,) = by_robot[wecom_key], by_robot[ding_token]
+    assert md.payload["msgtype"] == "markdown" and "2026-W08" in md.text
+    assert f"{checks['no_tracking_after_24h']['count']:,} 单" in md.text
+    data = base64.b64decode(image.payload["image"]["base64"])
+    assert data == png and image.payload["image"]["md5"] == hashlib.md5(png).hexdigest()
+    assert ding.payload["msgtype"] == "markdown" and "OrderWatch" in ding.payload[
+        "markdown"]["title"] and "健康自检" in ding.text
+    assert set(fake.answers) == {0}  # signatures, keyword and sizes all accepted
+    sent = orjson.loads((tmp_path / "state" / "weekly-sent.json").read_bytes())
+    assert sorted(sent["2026-W08"]) == ["ops", "pay"]
+
+
+def test_the_weekly_robot_posts_on_schedule_once_per_week(chdb_dsn, tmp_path):
+    from orderwatch.alerts.robot_config import load_robots
+    from orderwatch.alerts.weekly_robot import WeeklyRobot, next_run
+    from orderwatch.config import Settings
+    from orderwatch.pipelines.clickhouse_client import connect, parse_dsn
+    from orderwatch.pipelines.clickhouse_schema import migrate
+    from orderwatch.pipelines.reader import reader
+
+    settings = Settings(clickhouse_dsn=chdb_dsn, clickhouse_database="weekly_schedule",
+                        state_dir=str(tmp_path / "state"))
+    migrate(connect(parse_dsn(chdb_dsn)), "weekly_schedule")
+    fake = FakeRobots(time.time, wecom_keys={"wk"})
+    base = fake.start()
+    path = tmp_path / "robots.yml"
+    path.write_text("robots:\n  ops: {kind: wecom, url_env: U}\nweekly: {at: 'TUE 09:30'}\n")
+    config = load_robots(path, {"U": f"{base}/cgi-bin/webhook/send?key=wk"})
+    due = next_run(time.time(), config.weekly, TZ)
+    assert datetime.fromtimestamp(due, zone(TZ)).strftime("%a %H:%M") == "Tue 09:30"
+    offset = due - time.time() - 1.0  # a clock one second before the scheduled time
+    robot = WeeklyRobot(reader(settings), settings, config, clock=lambda: time.time() + offset)
+    try:
+        robot.start()
+        deadline = time.time() + 30
+        while len(fake.received) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        robot.stop()
+        week = Week.containing(due, TZ).previous()
+        assert [r.payload["msgtype"] for r in fake.received] == ["markdown", "image"]
+        assert str(week) in fake.received[0].text
+        assert (tmp_path / "state" / "reports" / f"weekly-{week}.html").exists()
+        assert robot.deliver(week) == {}  # a restart that same Monday posts nothing twice
+        assert len(fake.received) == 2
+    finally:
+        robot.stop()
+        fake.stop()
+
+
+def test_next_run_is_the_next_monday_ten_in_shanghai():
+    from orderwatch.alerts.robot_config import WeeklySchedule
+    from orderwatch.alerts.weekly_robot import next_run
+
+    monday = WeeklySchedule()
+    sunday_night = datetime(2026, 2, 22, 23, 0, tzinfo=zone(TZ)).timestamp()
+    at_ten = datetime(2026, 2, 23, 10, 0, tzinfo=zone(TZ)).timestamp()
+    assert next_run(sunday_night, monday, TZ) == at_ten
+    assert next_run(at_ten - 1, monday, TZ) == at_ten
+    assert next_run(at_ten, monday, TZ) == at_ten + 7 * 24 * HOUR
+    assert next_run(at_ten, monday, "UTC") == at_ten + 8 * HOUR  # Monday 10:00 UTC
