@@ -228,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("orderwatch: interrupted", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `orderwatch report weekly | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         logging.getLogger("orderwatch").debug("failed", exc_info=True)
         print(f"orderwatch: error: {exc}", file=sys.stderr)
