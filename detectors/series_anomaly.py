@@ -79,9 +79,13 @@ class SeriesAnomaly:
             if novel and len(grams) == self.order:  # the level and the step both new
                 score = GAP
             else:
-                z = abs(x - self._m) / (math.sqrt(self._v) + 1e-9 + 1e-3 * abs(self._m))
+                z = self.deviation(x)
                 score = JUMP_CEILING * z / (z + self._z_half)
         return min(score, RESTING) if self.quiet else score
+
+    def deviation(self, x: float) -> float:
+        """|x − expected| in weighted standard deviations (a floor of 0.1% of the level)."""
+        return abs(x - self._m) / (math.sqrt(self._v) + 1e-9 + 1e-3 * abs(self._m))
 
     def learn_one(self, x: float) -> None:
         self.n += 1
