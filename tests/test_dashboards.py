@@ -151,10 +151,12 @@ def query(api: str, expr: str) -> list:
 def wait_for_data(api: str, timeout: float = 180) -> float:
     """Until every series the panels and rules read has samples; fails after `timeout`."""
     deadline = time.monotonic() + timeout
+    # rate() needs two samples of a series: wait for the rates the panels draw, not just
+    # for the counters to exist (a carrier's first scan may land in the latest scrape)
     needed = ["orderwatch:callback_failure_ratio:rate5m", "orderwatch:lock_wait_seconds:p95_5m",
-              "orderwatch_carrier_scans_total", "orderwatch_shipments_total",
+              "rate(orderwatch_carrier_scans_total[5m])", "rate(orderwatch_shipments_total[5m])",
               "rate(orderwatch_clickhouse_write_seconds_bucket[5m])",
-              "orderwatch_dead_letters_total", "orderwatch_lock_acquisitions_total"]
+              "orderwatch_dead_letters_total", "rate(orderwatch_lock_acquisitions_total[5m])"]
     started = time.monotonic()
     missing = needed
     while time.monotonic() < deadline:
