@@ -167,9 +167,10 @@ class Outbox:
             try:
                 fits = lambda message: robot.fits([n for _, n in message])  # noqa: E731
                 for message in pack(pending, fits)[:budget]:
-                    outcome = self._send(robot, message)
+                    notices = [n for _, n in message]
+                    outcome = self._send(robot, notices)
                     if not outcome.ok:
-                        return self._failed(name, message, outcome, row[0] if row else 0)
+                        return self._failed(name, notices, outcome, row[0] if row else 0)
                     flushed.update(grp for grp, _ in message)
             finally:
                 with self.lock:
@@ -232,8 +233,7 @@ class Outbox:
             "FROM groups g WHERE robot=?", (name,)).fetchone()
         return None if row[0] is None else max(0.0, row[0] - now)
 
-    def _send(self, robot: Robot, message: list[tuple[str, Notice]]) -> Outcome:
-        group = [notice for _, notice in message]
+    def _send(self, robot: Robot, group: list[Notice]) -> Outcome:
         payload = robot.payload(group)
         now = self.clock()
         with self.lock:
@@ -251,9 +251,8 @@ class Outbox:
                     [(now, robot.name, n.key) for n in group])
         return outcome
 
-    def _failed(self, name: str, message: list[tuple[str, Notice]], outcome: Outcome,
-                failures: int) -> float:
-        group = [notice for _, notice in message]
+    def _failed(self, name: str, group: list[Notice], outcome: Outcome, failures: int
+                ) -> float:
         if not outcome.retry:  # the robot refuses this message: keep it, marked, and go on
             log.error("robot %s refused a message of %d notices (%s)", name, len(group),
                       outcome.detail)
