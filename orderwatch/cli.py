@@ -336,6 +336,13 @@ def _with_dsn(settings: Settings, dsn: str | None, data_dir: str | None) -> Sett
     return settings
 
 
+def _reading(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Where `sql` and `report` read: --clickhouse, else --data, else $ORDERWATCH_CLICKHOUSE_DSN,
+    else ./data (the embedded default `orderwatch run` writes)."""
+    return _with_dsn(settings, args.clickhouse, args.data or (
+        None if args.clickhouse or "ORDERWATCH_CLICKHOUSE_DSN" in os.environ else "./data"))
+
+
 def _notifiers(settings: Settings, alerts_out: str | None, cluster=None,
                recovery=None) -> list:
     """Every alert to ALERTS.jsonl and the configured robots; with neither, the console.
@@ -487,8 +494,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.alerts.weekly_robot import Ledger, build, send
     from orderwatch.pipelines.reader import reader
 
-    settings = _with_dsn(settings, args.clickhouse, args.data or (
-        None if args.clickhouse or "ORDERWATCH_CLICKHOUSE_DSN" in os.environ else "./data"))
+    settings = _reading(settings, args)
     try:
         week = Week.parse(args.week, settings.display_timezone) if args.week else None
     except ValueError as exc:
@@ -542,8 +548,7 @@ def _weekly_robot(settings: Settings, robots):
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.pipelines.reader import reader
 
-    settings = _with_dsn(settings, args.clickhouse, args.data or (
-        None if args.clickhouse or "ORDERWATCH_CLICKHOUSE_DSN" in os.environ else "./data"))
+    settings = _reading(settings, args)
     columns, rows = reader(settings)(args.query)
     print("\t".join(columns))
     for row in rows:
