@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", default=None, metavar="DIR",
                      help="embedded ClickHouse directory (default ./data)")
     run.add_argument("--seed", type=int, default=None, help="simulation seed (default: random)")
+    run.add_argument("--orders-per-minute", type=_positive(float), default=60.0, metavar="R",
+                     help="new orders per minute of event time (default 60): the shop's size")
+    run.add_argument("--faults-after", type=_positive(float), default=10.0, metavar="MIN",
+                     help="event-time minutes of clean traffic before the first fault window "
+                     "(default 10)")
 
     sim = sub.add_parser("simulate", help="write a deterministic event file and its labels")
     sim.add_argument("--out", metavar="EVENTS.jsonl", help="event file to write")
@@ -466,8 +471,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     settings = _with_dsn(settings, None, args.data or (
         None if "ORDERWATCH_CLICKHOUSE_DSN" in os.environ else "./data"))
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
-    config = SimConfig(seed=seed, orders=None, faults=args.faults, start=time.time(),
-                       first_window_at=10 * 60.0, record_labels=False)
+    config = SimConfig(seed=seed, orders=None, orders_per_minute=args.orders_per_minute,
+                       faults=args.faults, start=time.time(),
+                       first_window_at=args.faults_after * 60.0, record_labels=False)
     stop = _stop_on_signals()
     print(f"OrderWatch live: reference engine (seed {seed}, faults: "
           f"{', '.join(sorted(args.faults)) or 'none'}) at {args.rate:,.0f} events/s")
@@ -480,7 +486,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                           else "console (no robot configured)"), flush=True)
     weekly = _weekly_robot(settings, robots[0].config if robots else None)
     try:
-        summary = execute(EngineSource(config, args.rate, args.duration, stop), settings,
+        source = EngineSource(config, args.rate, args.duration, stop,
+                              settings.pipeline.source_batch_size)
+        summary = execute(source, settings,
                           notifiers, serve_metrics=True, progress_s=5.0)
     finally:
         weekly.stop()

@@ -85,8 +85,10 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
     TICK = timedelta(milliseconds=100)
 
     def __init__(self, config: SimConfig, rate: float, duration: float | None,
-                 stop: StopSignal, resume: int | None) -> None:
+                 stop: StopSignal, resume: int | None, max_batch: int) -> None:
         self.sim = Simulator(config)
+        self.max_batch = max_batch  # behind schedule: catch up in batches, not all at once
+        self.behind = False
         self.events: Iterator[dict[str, Any]] = self.sim.events()
         self.rate = rate
         self.stop = stop
@@ -104,6 +106,8 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
         now = time.monotonic()
         ended = self.stop.is_set() or (self.deadline is not None and now >= self.deadline)
         due = int((now - self.started) * self.rate) - self.emitted
+        self.behind = due > self.max_batch
+        due = min(due, self.max_batch)
         records: list[dict[str, Any]] = []
         while len(records) < due:  # nothing due yet: emit nothing, rather than one event
             event = next(self.events, None)
@@ -118,7 +122,9 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
         return [Chunk("engine", first, records, ended, 1)]
 
     def next_awake(self) -> datetime | None:
-        return None if self.done else datetime.now(UTC) + self.TICK
+        if self.done or self.behind:
+            return None  # at once
+        return datetime.now(UTC) + self.TICK
 
     def snapshot(self) -> int:
         return self.emitted
@@ -128,8 +134,9 @@ class EngineSource(FixedPartitionedSource[Chunk, int]):
     """Live traffic from the reference engine, paced at `rate` events per wall-clock second."""
 
     def __init__(self, config: SimConfig, rate: float, duration: float | None = None,
-                 stop: StopSignal | None = None) -> None:
+                 stop: StopSignal | None = None, max_batch: int = 2000) -> None:
         self.config = config
+        self.max_batch = max_batch
         self.rate = rate
         self.duration = duration
         self.stop = stop or StopSignal()
@@ -139,4 +146,5 @@ class EngineSource(FixedPartitionedSource[Chunk, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None
                    ) -> _EnginePartition:
-        return _EnginePartition(self.config, self.rate, self.duration, self.stop, resume_state)
+        return _EnginePartition(self.config, self.rate, self.duration, self.stop, resume_state,
+                                self.max_batch)
