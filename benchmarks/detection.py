@@ -30,6 +30,10 @@ from orderwatch.engine.scoring import AlertQuality, score
 REPORTS = Path(__file__).with_name("reports")
 AGGREGATE = ("callback_failure_rate", "callback_cert_expired", "lock_contention",
              "pending_payment_backlog", "channel_degraded", "metric_anomaly")
+# The `all` run labels no metric_anomaly: its scenario (gateway_degrading) is not part of
+# `all`, and the run's cold start and fault aftermaths are real but unlabelled changes of
+# the series. Its alerts are counted in the table and judged by tests/test_metric_anomaly.
+UNJUDGED = ("metric_anomaly",)
 # the contract's time thresholds: a per-order alert may come this late (+1 min)
 THRESHOLD_S = {"callback_lost": 600, "silent_shipment": 24 * 3600, "stuck_order": 2 * 3600}
 
@@ -113,6 +117,8 @@ def combine(runs: list[dict]) -> dict[str, AlertQuality]:
 def verdicts(alerts: dict[str, AlertQuality], risk: dict) -> list[str]:
     failures = []
     for name, q in sorted(alerts.items()):
+        if name in UNJUDGED:
+            continue
         floor = 0.95 if name in AGGREGATE else 0.98
         if q.precision < 0.98 or q.recall < floor:
             failures.append(f"{name}: precision {q.precision:.4f}, recall {q.recall:.4f}")
@@ -137,6 +143,10 @@ def markdown(alerts: dict[str, AlertQuality], risk: dict, seeds: list[int], orde
         shown = "-" if delay is None else (f"{delay / 3600:.1f} h" if delay >= 7200
                                           else f"{delay / 60:.1f} min")
         kind = "aggregate" if name in AGGREGATE else "per order"
+        if name in UNJUDGED:
+            lines.append(f"| `{name}` | {kind} | not labelled in `all` | - | {q.alerts:,} "
+                         "alerts | - | - | - |")
+            continue
         lines.append(f"| `{name}` | {kind} | {q.labelled:,} | {q.detected:,} | "
                      f"{q.false_alerts:,} | {q.precision:.4f} | {q.recall:.4f} | {shown} |")
     lines += ["", "| risk score | value |", "|---|---|",

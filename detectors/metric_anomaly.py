@@ -1,14 +1,28 @@
 """`metric_anomaly`: a health-metric series leaves its usual shape.
 
-One `SeriesAnomaly` per series (metric, dimension, value), fed the series' closed minutes
-in event-time order. A minute fires when the detector scores it a range or gap anomaly
-(a level never seen, or never visited) *and* it lies at least `metric_anomaly_min_z`
-noise units from the series' slow baseline: a new record by a hair is not an incident.
-The baseline is a mean over about a day (so a creep of an hour does not drag it along)
-and the noise is measured on minute-to-minute differences (so the creep does not inflate
-it either). The alert resolves after `metric_anomaly_resolve_points` calm minutes.
+Each closed minute of a watched series (metric, dimension, value) goes through three steps:
 
-Not yet wired into the dataflow (issue #4): the class is tested on lists of points.
+1. **A noise-stabilising transform**, so that a distance means the same on every series:
+   a count becomes √(x + 3/8) (Anscombe: Poisson noise of σ 1/2 whatever the rate, so
+   three scans where one is usual is not five sigma), a success ratio over n
+   notifications asin(√x) (binomial noise of σ 1/(2·√n)), a wait log(1 + x).
+2. **An EWMA control chart**: the weighted mean of the point's distance from a slow
+   baseline forecast (Brown's double exponential smoothing over about four hours, so
+   traffic that grows all day is forecast, not flagged), each distance in units of that
+   point's noise, the mean in units of its own standard deviation. One bad minute does
+   not move it; a creep over an hour does, minute after minute, long before it reaches a
+   fixed threshold. The noise
+   is the larger of the transform's and the series' measured minute-to-minute noise (a
+   p95 is not a count).
+3. **`SeriesAnomaly`**, the detector scored on NAB, on the smoothed level: the minute
+   fires only if that level is one the series has not seen (range) or never visits (gap).
+   Traffic that rises every morning has been seen before; a gateway failing more every
+   minute has not.
+
+A minute fires when the chart is at least `metric_anomaly_min_z` out and the level is
+new. The alert resolves after `metric_anomaly_resolve_points` calm minutes in a row,
+calm meaning the minute itself is back within half that distance of the baseline: a
+series still climbing stays one incident instead of a notification per new record.
 """
 
 from __future__ import annotations
@@ -21,38 +35,70 @@ from orderwatch.detectors.base import Alert, AlertBook
 from orderwatch.detectors.health_metrics import MINUTE, MetricPoint
 from orderwatch.detectors.series_anomaly import GAP, SeriesAnomaly
 
-# The series watched, after the issue: callback health per gateway, lock waits per
-# family, traffic per stream and channel, carrier activity.
-WATCHED = frozenset({"callback_success_ratio", "lock_wait_p95_ms", "events",
-                     "orders_created", "carrier_scans", "shipments"})
+COUNTS = frozenset({"events", "orders_created", "carrier_scans", "shipments"})
+# a ratio, and the count of trials it is a share of (emitted for the same minute, before it)
+RATIOS = {"callback_success_ratio": "callback_notifications"}
+WAITS = frozenset({"lock_wait_p95_ms"})
+WATCHED = COUNTS | RATIOS.keys() | WAITS
+TRIALS = frozenset(RATIOS.values())
+
+Series = tuple[str, str, str]
 
 
-class Baseline:
-    """A slow mean, and the noise of the series from its minute-to-minute steps."""
+def stabilise(metric: str, value: float, trials: float | None) -> tuple[float, float]:
+    """The value on a scale where its noise is even, and that noise (0: unknown).
 
-    __slots__ = ("last", "mean", "n", "noise", "slow")
+    A count's square root has a standard deviation of 1/2 whatever the rate; the arcsine
+    of a ratio's square root, 1/(2·√n) for n trials; a wait's noise is measured.
+    """
+    if metric in COUNTS:
+        return math.sqrt(max(value, 0.0) + 0.375), 0.5
+    if metric in RATIOS:
+        level = math.asin(math.sqrt(min(max(value, 0.0), 1.0)))
+        return level, 0.5 / math.sqrt(trials) if trials else 0.0
+    return math.log1p(max(value, 0.0)), 0.0
 
-    def __init__(self, slow: float = 1 / 1440) -> None:
+
+class Chart:
+    """EWMA control chart of a series against its slow baseline.
+
+    Each point's distance from the baseline is divided by the point's own noise, so a
+    minute of 50 notifications weighs less than a minute of 5,000; `spread` measures how
+    much wider than that the series really is (overdispersion, or an unknown noise).
+    """
+
+    __slots__ = ("lam", "last", "mean", "n", "offset", "slow", "spread", "trend")
+
+    def __init__(self, lam: float = 0.1, slow: float = 1 / 240) -> None:
+        self.lam = lam
         self.slow = slow
         self.mean: float | None = None
         self.n = 0
         self.last = 0.0
-        self.noise = 0.0  # EW mean of |x_t - x_(t-1)|, about 1.13 σ for white noise
+        self.spread = 0.0  # EW mean of |r_t - r_(t-1)| / 1.128: r's standard deviation
+        self.offset = 0.0  # EWMA of r, the normalized distance from the baseline
+        self.trend = 0.0  # the baseline's slope per point (Brown's double smoothing)
 
-    def deviation(self, x: float) -> float:
-        if self.mean is None:
-            return 0.0
-        sigma = self.noise / 1.128 + 1e-9 + 1e-4 * abs(self.mean)
-        return abs(x - self.mean) / sigma
-
-    def learn(self, x: float) -> None:
+    def update(self, level: float, noise: float) -> tuple[float, float, float]:
+        """Learn a point; return the chart's z, this point's own z and the smoothed level."""
         self.n += 1
         if self.mean is None:
-            self.mean = self.last = x
-            return
-        self.noise += 0.02 * (abs(x - self.last) - self.noise)
-        self.last = x
-        self.mean += max(self.slow, 1 / self.n) * (x - self.mean)  # a plain mean at first
+            self.mean = level
+            return 0.0, 0.0, level
+        known = noise > 0
+        unit = noise if known else 1.0
+        r = (level - self.mean) / unit  # `mean` is already this point's forecast
+        self.offset += self.lam * (r - self.offset)
+        sigma = max(1.0 if known else 1e-9, self.spread, 1e-4 * abs(self.mean) / unit)
+        z = abs(self.offset) / (sigma * math.sqrt(self.lam / (2 - self.lam)))
+        z_point = abs(r) / sigma
+        smoothed = self.mean + self.offset * unit
+        self.spread += 0.02 * (abs(r - self.last) / 1.128 - self.spread)
+        self.last = r
+        error = level - self.mean
+        self.mean += max(2 * self.slow, 1 / self.n) * error + self.trend  # a plain mean at first
+        self.trend += self.slow * self.slow * error  # learnt over hours: a creep is not a trend
+        return z, z_point, smoothed
 
 
 class MetricAnomaly:
@@ -62,36 +108,43 @@ class MetricAnomaly:
         self.warmup = thresholds.metric_anomaly_warmup_points
         self.min_z = thresholds.metric_anomaly_min_z
         self.resolve_after = thresholds.metric_anomaly_resolve_points
-        self.series: dict[tuple[str, str, str], SeriesAnomaly] = {}
-        self.baselines: dict[tuple[str, str, str], Baseline] = {}
-        self.calm: dict[tuple[str, str, str], int] = {}
+        self.series: dict[Series, SeriesAnomaly] = {}
+        self.charts: dict[Series, Chart] = {}
+        self.trials: dict[tuple[str, str], tuple[float, float]] = {}  # → (bucket, n)
+        self.calm: dict[Series, int] = {}
         self.book = AlertBook(self.name, "warning")
 
     def learn_one(self, point: MetricPoint) -> list[Alert]:
+        if point.metric in TRIALS:
+            self.trials[(point.dimension, point.dim_value)] = (point.bucket, point.value)
         if point.metric not in WATCHED or math.isnan(point.value) or math.isinf(point.value):
             return []
         key = (point.metric, point.dimension, point.dim_value)
         detector = self.series.get(key)
         if detector is None:
             detector = self.series[key] = SeriesAnomaly(warmup=self.warmup)
-            self.baselines[key] = Baseline()
-        baseline = self.baselines[key]
-        expected = baseline.mean if baseline.mean is not None else point.value
-        z = baseline.deviation(point.value)
-        score = detector.score_one(point.value)  # no rest period: the alert's lifecycle
-        detector.learn_one(point.value)  # keeps one incident to one notification
-        baseline.learn(point.value)
+            self.charts[key] = Chart()
+        chart = self.charts[key]
+        expected = chart.mean
+        level, noise = stabilise(point.metric, point.value, self._trials(point))
+        z, z_point, level = chart.update(level, noise)
+        score = detector.score_one(level)  # no rest period: the alert's lifecycle
+        detector.learn_one(level)  # keeps one incident to one notification
         end = point.bucket + MINUTE
-        if score >= GAP and z >= self.min_z:
+        if score >= GAP and z >= self.min_z and expected is not None:
             self.calm[key] = 0
             series = f'{point.metric}{{{point.dimension}="{point.dim_value}"}}'
             alert = self.book.fire(
                 key, {"metric": point.metric, point.dimension: point.dim_value,
                       "series": series}, end, round(score, 3),
-                f"{series} = {point.value:.4g}, expected about {expected:.4g} "
-                f"({z:.1f} σ; a level this series has not seen)")
+                f"{series} = {point.value:.4g}, usually about "
+                f"{self._natural(point, expected):.4g} ({z:.1f} σ over the last minutes; "
+                "a level this series has not seen)")
             return [alert] if alert is not None else []
         if not self.book.is_firing(key):
+            return []
+        if z_point >= self.min_z / 2:
+            self.calm[key] = 0
             return []
         self.calm[key] = self.calm.get(key, 0) + 1
         if self.calm[key] < self.resolve_after:
@@ -102,3 +155,18 @@ class MetricAnomaly:
 
     def learn_many(self, points: Iterable[MetricPoint]) -> list[Alert]:
         return [a for p in points for a in self.learn_one(p)]
+
+    def _trials(self, point: MetricPoint) -> float | None:
+        if point.metric not in RATIOS:
+            return None
+        bucket, n = self.trials.get((point.dimension, point.dim_value), (None, None))
+        return n if bucket == point.bucket else None
+
+    @staticmethod
+    def _natural(point: MetricPoint, level: float) -> float:
+        """The baseline back in the series' own unit."""
+        if point.metric in COUNTS:
+            return max(level, 0.0) ** 2 - 0.375
+        if point.metric in RATIOS:
+            return math.sin(min(max(level, 0.0), math.pi / 2)) ** 2
+        return math.expm1(level)

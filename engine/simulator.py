@@ -44,11 +44,14 @@ WAREHOUSES = ("WH-EAST", "WH-NORTH", "WH-SOUTH", "WH-WEST")
 CITIES = ("上海", "杭州", "广州", "深圳", "北京", "成都", "武汉", "西安")
 # WeChat Pay's notify retry schedule (seconds after the previous attempt)
 NOTIFY_RETRIES = (0, 15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800)
+# gateway_degrading: the gateway's notify failure share, before and at the end of the creep
+DEGRADE_FROM, DEGRADE_TO, DEGRADE_CREEP = 0.01, 0.06, 60 * MINUTE
 # Window faults, in the order they happen, with their length and whom they hit. The
 # gateways have enough notify traffic for a ratio over 5 minutes.
 WINDOWS = (("waf_block", 30 * MINUTE, "alipay"), ("hot_lock_key", 20 * MINUTE, None),
            ("cert_expired", 20 * MINUTE, "wechatpay"), ("dns_outage", 47 * MINUTE, None),
-           ("channel_outage", 30 * MINUTE, "douyin"), ("notify_url_broken", 3 * HOUR, None))
+           ("channel_outage", 30 * MINUTE, "douyin"), ("notify_url_broken", 3 * HOUR, None),
+           ("gateway_degrading", DEGRADE_CREEP + 30 * MINUTE, "wechatpay"))
 WINDOW_GAP = 25 * MINUTE
 
 Process = Generator[float, None, Any]
@@ -187,6 +190,11 @@ class Simulator:
                 self.label("callback_cert_expired", None, w.start, w.end, gateway=w.target)
             if w.scenario == "hot_lock_key":
                 self.label("lock_contention", None, w.start, w.end, lock_family="stock")
+            if w.scenario == "gateway_degrading":  # the fixed 5% rule: once the creep is there
+                self.label("metric_anomaly", None, w.start, w.end, gateway=w.target)
+                crossed = w.start + DEGRADE_CREEP * (0.05 - DEGRADE_FROM) / (
+                    DEGRADE_TO - DEGRADE_FROM)
+                self.label("callback_failure_rate", None, crossed, w.end, gateway=w.target)
             if w.scenario == "notify_url_broken":  # orders count once they are 2 h old
                 self.label("pending_payment_backlog", None, w.start + 2 * HOUR,
                            w.end + 4 * HOUR)
@@ -198,6 +206,17 @@ class Simulator:
                     w.target is None or w.target == target):
                 return w
         return None
+
+    def _degraded_share(self, gateway: str) -> float:
+        """gateway_degrading: the share of notifies that fail, all along and in the creep."""
+        if "gateway_degrading" not in self.cfg.faults:
+            return 0.0
+        w = self._window("gateway_degrading", gateway)
+        if w is None:
+            target = next(t for name, _, t in WINDOWS if name == "gateway_degrading")
+            return DEGRADE_FROM if gateway == target else 0.0
+        crept = min(1.0, (self.now - w.start) / DEGRADE_CREEP)
+        return DEGRADE_FROM + (DEGRADE_TO - DEGRADE_FROM) * crept
 
     # --- order arrivals -------------------------------------------------------------------
 
@@ -375,6 +394,12 @@ class Simulator:
                 self._event(o, "callback", kind="notify", http_status=500,
                             signature_valid=False, err_code="CERTIFICATE_EXPIRED",
                             attempt=attempt, latency_ms=round(latency, 1), **success)
+                continue
+            degraded = self._degraded_share(o.gateway)
+            if degraded and rng.random() < degraded:
+                self._event(o, "callback", kind="notify", http_status=502, signature_valid=True,
+                            err_code="BAD_GATEWAY", attempt=attempt,
+                            latency_ms=round(latency * 10, 1), **success)
                 continue
             if attempt == 1 and rng.random() < 0.001:  # a transient error; the retry succeeds
                 self._event(o, "callback", kind="notify", http_status=504, signature_valid=True,

@@ -1,6 +1,7 @@
 """One shard of aggregate state: per-dimension detectors and health-metric buckets.
 
-Fed by every order shard; its event time is the slowest order shard's watermark.
+Fed by every order shard; its event time is the slowest order shard's watermark. Each
+closed minute of the series this shard owns also goes to `metric_anomaly`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from orderwatch.detectors.base import Alert
 from orderwatch.detectors.catalogue import aggregate_detectors
 from orderwatch.detectors.event_time import ReorderBuffer
 from orderwatch.detectors.health_metrics import MINUTE, HealthMetrics, MetricPoint
+from orderwatch.detectors.metric_anomaly import MetricAnomaly
 from orderwatch.pipelines.order_shard import AggregateInput
 from orderwatch.pipelines.watermark import NEVER, MinOfUpstreams
 
@@ -30,6 +32,7 @@ class AggregateShard:
         self.shard = shard  # set from the first input when built by Bytewax
         self.detectors = aggregate_detectors(settings.thresholds)
         self.metrics = HealthMetrics()
+        self.anomaly = MetricAnomaly(settings.thresholds)
         self.upstreams = MinOfUpstreams(settings.pipeline.order_shards)
         self.buffer: ReorderBuffer[tuple[int, str, Any]] = ReorderBuffer()
         self.now = NEVER
@@ -56,6 +59,7 @@ class AggregateShard:
                 out.alerts.extend(detectors[index].learn_one(payload, key))
             self._advance(mark, out)
             out.points = self.metrics.close(mark)
+            out.alerts.extend(self.anomaly.learn_many(out.points))
         out.watermark = self.now
         return out
 

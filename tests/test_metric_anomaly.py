@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 from orderwatch.detectors.health_metrics import MetricPoint
 from orderwatch.detectors.metric_anomaly import MetricAnomaly
@@ -11,11 +12,13 @@ T0 = 1_771_776_000.0  # 2026-02-23 00:00 +08:00
 
 
 def success_ratio(minutes: int, failure_at, seed: int = 1, per_minute: int = 1400):
-    """A gateway's per-minute notify success ratio with binomial noise."""
+    """A gateway's notifications and success ratio per minute, as `HealthMetrics` emits them."""
     rng = random.Random(seed)
     for m in range(minutes):
         p = failure_at(m)
         failed = sum(rng.random() < p for _ in range(per_minute))
+        yield MetricPoint(T0 + 60 * m, "callback_notifications", "gateway", "alipay",
+                          per_minute)
         yield MetricPoint(T0 + 60 * m, "callback_success_ratio", "gateway", "alipay",
                           1 - failed / per_minute)
 
@@ -36,7 +39,9 @@ def test_a_gateway_creeping_from_1_to_6_percent_fires_before_5_percent():
     assert minute >= 0 and rate(day + int(minute)) < 0.03, minute  # the fixed rule: > 5%
     assert first.labels == {"metric": "callback_success_ratio", "gateway": "alipay",
                             "series": 'callback_success_ratio{gateway="alipay"}'}
-    assert "expected about" in first.summary
+    observed, expected = map(float, re.search(r"= ([\d.]+), usually about ([\d.]+)",
+                                              first.summary).groups())
+    assert abs(expected - 0.99) < 0.002 and 0.94 < observed < expected
 
 
 def test_it_resolves_after_calm_minutes_and_ignores_unwatched_series():

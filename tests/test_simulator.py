@@ -107,8 +107,36 @@ def test_broken_orders_get_risk_labels_once_their_fault_is_visible():
 
 def test_window_scenarios_are_windows_and_fault_list_parsing():
     assert set(WINDOWED) == {"waf_block", "cert_expired", "dns_outage", "hot_lock_key",
-                             "notify_url_broken", "channel_outage"}
-    assert parse_fault_list("all") == frozenset(SCENARIOS)
+                             "notify_url_broken", "channel_outage", "gateway_degrading"}
+    assert parse_fault_list("all") == frozenset(SCENARIOS) - {"gateway_degrading"}
     assert parse_fault_list("none") == frozenset()
     with pytest.raises(ValueError, match="unknown fault scenario"):
         parse_fault_list("waf_block,meteor")
+
+
+def test_gateway_degrading_creeps_from_1_to_6_percent_on_wechatpay_only():
+    start = from_rfc3339("2026-02-23T00:00:00+08:00")
+    sim = Simulator(SimConfig(seed=4, orders=200 * 130, orders_per_minute=200.0, start=start,
+                              faults=frozenset({"gateway_degrading"}),
+                              first_window_at=30 * 60.0))
+    sent: collections.Counter = collections.Counter()
+    failed: collections.Counter = collections.Counter()
+    for e in sim.events():
+        if e["stream"] != "callback" or e["kind"] != "notify":
+            continue
+        minute = (from_rfc3339(e["occurred_at"]) - start) / 60
+        phase = ("before" if minute < 30 else "first 10 min" if minute < 40
+                 else "last 30 min" if 90 <= minute < 120 else None)
+        key = (e["gateway"] == "wechatpay", phase)
+        sent[key] += 1
+        failed[key] += e["http_status"] != 200
+    share = {k: failed[k] / sent[k] for k in sent if k[1]}
+    assert 0.007 < share[(True, "before")] < 0.013, share
+    assert 0.01 < share[(True, "first 10 min")] < 0.025, share
+    assert 0.05 < share[(True, "last 30 min")] < 0.07, share
+    assert all(share[(False, phase)] < 0.004 for phase in ("before", "last 30 min")), share
+    labels = {label["fault"]: label for label in sim.labels}
+    assert labels["metric_anomaly"]["labels"] == {"gateway": "wechatpay"}
+    starts = {name: from_rfc3339(labels[name]["start"]) - start
+              for name in ("metric_anomaly", "callback_failure_rate")}
+    assert starts == {"metric_anomaly": 30 * 60.0, "callback_failure_rate": 78 * 60.0}

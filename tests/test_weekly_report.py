@@ -22,7 +22,7 @@ from fake_robot import FakeRobots
 from PIL import Image
 
 from orderwatch.alerts.weekly_checks import Week
-from orderwatch.engine.faults import SCENARIOS
+from orderwatch.engine.faults import parse_fault_list
 from orderwatch.engine.simulator import SimConfig, simulate
 from orderwatch.engine.state_machine import FINISHED, PENDING_PAYMENT
 from orderwatch.timestamps import from_rfc3339, zone
@@ -41,7 +41,7 @@ def fortnight(tmp_path_factory):
     out = tmp_path_factory.mktemp("weekly")
     config = SimConfig(seed=11, orders=12_000, orders_per_minute=0.6,
                        start=WEEK.previous().start,
-                       faults=frozenset(SCENARIOS) - {"malformed_events"},
+                       faults=parse_fault_list("all") - {"malformed_events"},
                        first_window_at=8 * 24 * HOUR)  # the windows fall in W08
     events: list[dict] = []
     labels = simulate(config, events.append)
