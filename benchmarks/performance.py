@@ -1,0 +1,249 @@
+"""Throughput, memory and scale of the whole pipeline (issue #8).
+
+    python -m benchmarks.performance [--orders 80000] [--open-orders 1000000] [--days 7]
+
+Every figure comes from `orderwatch replay` run as a user runs it (every detector, the
+embedded ClickHouse sink), in a child process whose resident memory is sampled from
+/proc. In the same run, and on the same file, the floor: a plain loop that parses each
+line with the same JSON library and updates one dict per order. Writes
+`benchmarks/reports/performance.json` and `performance.md`. Latency
+(ingest-to-notification in live mode) is not measured yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+REPORTS = Path(__file__).with_name("reports")
+TARGETS = {"events_per_s": 100_000, "floor_ratio": 0.35, "bytes_per_open_order": 1024,
+           "two_process_speedup": 1.7}
+
+
+def exe() -> str:
+    return shutil.which("orderwatch") or str(Path(sys.executable).with_name("orderwatch"))
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class OverBudget(Exception):
+    """The child's resident memory passed the budget; it was stopped."""
+
+
+def memory_budget_kib(share: float = 0.6) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(int(line.split()[1]) * share)
+    return 1 << 40
+
+
+def run_sampled(args: list[str], every_s: float = 0.5) -> tuple[str, float, list[tuple]]:
+    """Run a command; return its stdout, wall seconds and (seconds, RSS KiB) samples."""
+    started = time.monotonic()
+    budget = memory_budget_kib()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    samples = []
+    while proc.poll() is None:
+        samples.append((round(time.monotonic() - started, 2), rss_kib(proc.pid)))
+        if samples[-1][1] > budget:  # a benchmark must not take the machine down
+            proc.kill()
+            proc.communicate()
+            raise OverBudget(f"{samples[-1][1] // 1024:,} MiB after {samples[-1][0]} s")
+        time.sleep(every_s)
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(args[:2])} failed: {err.strip()[-2000:]}")
+    return out, time.monotonic() - started, samples
+
+
+def replay(events: Path, work: Path, *extra: str) -> dict:
+    dsn = f"chdb://{work / ('ch-' + events.stem + '-' + str(time.monotonic_ns()))}"
+    out, wall_s, samples = run_sampled([exe(), "replay", str(events), "--clickhouse", dsn,
+                                        "--alerts-out", str(work / "alerts.jsonl"), *extra])
+    found = re.search(r"events processed\s+([\d,]+) in ([\d.]+) s", out)
+    opened = re.search(r"open orders\s+([\d,]+)", out)
+    assert found and opened, out
+    events_n = int(found.group(1).replace(",", ""))
+    flow_s = float(found.group(2))
+    return {"events": events_n, "flow_s": flow_s, "events_per_s": round(events_n / flow_s),
+            "wall_s": round(wall_s, 1), "open_orders": int(opened.group(1).replace(",", "")),
+            "peak_rss_mib": round(max(r for _, r in samples) / 1024, 1), "rss": samples}
+
+
+def parse_floor(events: Path) -> dict:
+    """The floor: parse every line with orjson and keep one dict per order."""
+    started = time.perf_counter()
+    orders: dict[str, dict] = {}
+    n = 0
+    with open(events, "rb") as f:
+        for line in f:
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            n += 1
+            key = event.get("order_no") if isinstance(event, dict) else None
+            if isinstance(key, str):
+                state = orders.get(key)
+                if state is None:
+                    orders[key] = state = {}
+                state[event.get("stream", "")] = event.get("event_id")
+    elapsed = time.perf_counter() - started
+    return {"events": n, "seconds": round(elapsed, 2), "events_per_s": round(n / elapsed)}
+
+
+def simulate(out: Path, *args: str) -> None:
+    done = subprocess.run([exe(), "simulate", "--out", str(out), *args], capture_output=True,
+                          text=True)
+    if done.returncode:
+        raise SystemExit(f"simulate failed: {done.stderr.strip()}")
+
+
+def open_orders_file(path: Path, n: int, template: dict) -> None:
+    """n orders created and never paid: every one stays open."""
+    with open(path, "wb") as f:
+        for i in range(n):
+            order_no = f"ORDBENCH{i:012d}"
+            event = dict(template, event_id=f"{order_no}-1", order_no=order_no,
+                         user_id=f"UB{i:09d}", request_id=f"c-{order_no}")
+            f.write(orjson.dumps(event) + b"\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_processes(events: Path, work: Path) -> dict:
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    procs = [subprocess.Popen(
+        [exe(), "replay", str(events), "--clickhouse",
+         f"chdb://{work / 'ch-two'}", "--alerts-out", str(work / f"alerts-{i}.jsonl"),
+         "-a", addresses, "-i", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for i in (0, 1)]
+    outs = [p.communicate() for p in procs]
+    wall = time.monotonic() - started
+    for p, (_, err) in zip(procs, outs, strict=True):
+        if p.returncode:
+            raise SystemExit(f"two-process replay failed: {err.strip()[-2000:]}")
+    found = re.search(r"events processed\s+([\d,]+)", outs[0][0])
+    events_n = int(found.group(1).replace(",", "")) if found else 0
+    return {"wall_s": round(wall, 1), "events": events_n}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.performance")
+    parser.add_argument("--orders", type=int, default=80_000,
+                        help="orders in the throughput file (80,000 ≈ 1.06 M events)")
+    parser.add_argument("--open-orders", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--skip", default="", help="comma list of: scale, memory, week")
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    report: dict = {"python": platform.python_version(), "machine": platform.machine(),
+                    "targets": TARGETS}
+    with tempfile.TemporaryDirectory(prefix="ow-perf-") as tmp:
+        work = Path(tmp)
+        events = work / "events.jsonl"
+        simulate(events, "--orders", str(args.orders), "--faults", "all", "--seed", "8")
+        report["floor"] = parse_floor(events)
+        print(f"floor   {report['floor']['events_per_s']:,} events/s", flush=True)
+        one = replay(events, work)
+        report["throughput"] = {k: v for k, v in one.items() if k != "rss"}
+        report["throughput"]["floor_ratio"] = round(
+            one["events_per_s"] / report["floor"]["events_per_s"], 3)
+        print(f"replay  {one['events_per_s']:,} events/s "
+              f"({report['throughput']['floor_ratio']:.3f} of the floor)", flush=True)
+        if "scale" not in skip:
+            two = two_processes(events, work)
+            two["speedup"] = round(one["wall_s"] / two["wall_s"], 2)
+            report["scale"] = {"one_process_wall_s": one["wall_s"], **two}
+            print(f"scale   2 processes {two['speedup']}× one", flush=True)
+        if "memory" not in skip:
+            template = next(e for e in map(orjson.loads, events.open("rb"))
+                            if isinstance(e, dict) and e.get("action") == "create")
+            small, big = work / "open-small.jsonl", work / "open-big.jsonl"
+            open_orders_file(small, 10_000, template)
+            open_orders_file(big, args.open_orders, template)
+            base = replay(small, work)
+            try:
+                full = replay(big, work)
+            except OverBudget as exc:
+                report["memory"] = {"open_orders": args.open_orders, "over_budget": str(exc)}
+                print(f"memory  stopped: over 60% of the machine's memory ({exc})", flush=True)
+            else:
+                per = (full["peak_rss_mib"] - base["peak_rss_mib"]) * 1024 * 1024 / (
+                    full["open_orders"] - base["open_orders"])
+                report["memory"] = {"open_orders": full["open_orders"],
+                                    "peak_rss_mib": full["peak_rss_mib"],
+                                    "baseline_open_orders": base["open_orders"],
+                                    "baseline_peak_rss_mib": base["peak_rss_mib"],
+                                    "bytes_per_open_order": round(per)}
+                print(f"memory  {per:,.0f} bytes per open order", flush=True)
+        if "week" not in skip:
+            week = work / "week.jsonl"
+            per_minute = 10.0
+            simulate(week, "--orders", str(int(per_minute * 60 * 24 * args.days)),
+                     "--orders-per-minute", str(per_minute), "--seed", "9")
+            run = replay(week, work)
+            rss = run["rss"]
+            tenths = [rss[min(len(rss) - 1, int(len(rss) * k / 10))][1] // 1024
+                      for k in range(1, 11)]
+            report["week"] = {"days": args.days, "events": run["events"],
+                              "rss_mib_by_tenth": tenths,
+                              "growth_second_half_mib": tenths[-1] - tenths[4]}
+            print(f"week    RSS by tenth of the replay (MiB): {tenths}", flush=True)
+    REPORTS.mkdir(exist_ok=True)
+    (REPORTS / "performance.json").write_text(json.dumps(report, indent=2) + "\n")
+    (REPORTS / "performance.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+def markdown(r: dict) -> str:
+    t = r["throughput"]
+    rows = [("throughput, 1 process", f"{t['events_per_s']:,} events/s "
+             f"({t['events']:,} events)", f"≥ {TARGETS['events_per_s']:,}"),
+            ("parse-only floor", f"{r['floor']['events_per_s']:,} events/s", "-"),
+            ("throughput / floor", f"{t['floor_ratio']:.3f}", f"≥ {TARGETS['floor_ratio']}")]
+    if "scale" in r:
+        rows.append(("2 processes / 1", f"{r['scale']['speedup']}×",
+                     f"≥ {TARGETS['two_process_speedup']}×"))
+    if "memory" in r:
+        m = r["memory"]
+        rows.append((f"memory per open order ({m['open_orders']:,} open)",
+                     f"{m['bytes_per_open_order']:,} bytes" if "bytes_per_open_order" in m
+                     else f"stopped over budget: {m['over_budget']}", "≤ 1,024 bytes"))
+    if "week" in r:
+        w = r["week"]
+        rows.append((f"RSS over a {w['days']}-day replay, by tenth (MiB)",
+                     " ".join(map(str, w["rss_mib_by_tenth"])), "flat"))
+    rows.append(("ingest-to-notification p95", "not measured yet", "≤ 2 s"))
+    lines = [f"Python {r['python']} on {r['machine']}.", "", "| measure | result | target |",
+             "|---|---|---|", *[f"| {a} | {b} | {c} |" for a, b, c in rows]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
