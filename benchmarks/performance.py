@@ -26,6 +26,8 @@ from pathlib import Path
 
 import orjson
 
+from orderwatch.timestamps import from_rfc3339, to_rfc3339
+
 REPORTS = Path(__file__).with_name("reports")
 TARGETS = {"events_per_s": 100_000, "floor_ratio": 0.35, "bytes_per_open_order": 1024,
            "two_process_speedup": 1.7}
@@ -119,12 +121,18 @@ def simulate(out: Path, *args: str) -> None:
 
 
 def open_orders_file(path: Path, n: int, template: dict) -> None:
-    """n orders created and never paid: every one stays open."""
+    """n orders created over two hours and never paid: every one stays open.
+
+    Spread in event time, so the watermark moves and events leave the reorder buffer as
+    they would in a promotion night, rather than all waiting for the end of the file.
+    """
+    start = from_rfc3339(template["occurred_at"])
     with open(path, "wb") as f:
         for i in range(n):
             order_no = f"ORDBENCH{i:012d}"
             event = dict(template, event_id=f"{order_no}-1", order_no=order_no,
-                         user_id=f"UB{i:09d}", request_id=f"c-{order_no}")
+                         user_id=f"UB{i:09d}", request_id=f"c-{order_no}",
+                         occurred_at=to_rfc3339(start + i * 7200 / n, "Asia/Shanghai"))
             f.write(orjson.dumps(event) + b"\n")
 
 
