@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +21,7 @@ from pathlib import Path
 import orjson
 from sklearn.metrics import roc_auc_score
 
+from benchmarks.orderwatch_cli import orderwatch
 from orderwatch.config import DEFAULT_THRESHOLDS
 from orderwatch.engine.scoring import AlertQuality, score
 
@@ -36,14 +34,6 @@ AGGREGATE = ("callback_failure_rate", "callback_cert_expired", "lock_contention"
 UNJUDGED = ("metric_anomaly",)
 # the contract's time thresholds: a per-order alert may come this late (+1 min)
 THRESHOLD_S = {"callback_lost": 600, "silent_shipment": 24 * 3600, "stuck_order": 2 * 3600}
-
-
-def orderwatch(*args: str) -> str:
-    exe = shutil.which("orderwatch") or str(Path(sys.executable).with_name("orderwatch"))
-    done = subprocess.run([exe, *args], capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise SystemExit(f"orderwatch {args[0]} failed: {done.stderr.strip()}")
-    return done.stdout
 
 
 def read_jsonl(path: Path) -> list[dict]:

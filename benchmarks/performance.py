@@ -16,7 +16,6 @@ import argparse
 import json
 import platform
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,15 +25,12 @@ from pathlib import Path
 
 import orjson
 
+from benchmarks.orderwatch_cli import exe, orderwatch
 from orderwatch.timestamps import from_rfc3339, to_rfc3339
 
 REPORTS = Path(__file__).with_name("reports")
 TARGETS = {"events_per_s": 100_000, "floor_ratio": 0.35, "bytes_per_open_order": 1024,
            "two_process_speedup": 1.7}
-
-
-def exe() -> str:
-    return shutil.which("orderwatch") or str(Path(sys.executable).with_name("orderwatch"))
 
 
 def rss_kib(pid: int) -> int:
@@ -77,15 +73,20 @@ def run_sampled(args: list[str], every_s: float = 0.5) -> tuple[str, float, list
     return out, time.monotonic() - started, samples
 
 
+def events_processed(summary: str) -> tuple[int, float]:
+    """(events, seconds) from the summary line `orderwatch replay` prints."""
+    found = re.search(r"events processed\s+([\d,]+) in ([\d.]+) s", summary)
+    assert found, summary
+    return int(found.group(1).replace(",", "")), float(found.group(2))
+
+
 def replay(events: Path, work: Path, *extra: str) -> dict:
     dsn = f"chdb://{work / ('ch-' + events.stem + '-' + str(time.monotonic_ns()))}"
     out, wall_s, samples = run_sampled([exe(), "replay", str(events), "--clickhouse", dsn,
                                         "--alerts-out", str(work / "alerts.jsonl"), *extra])
-    found = re.search(r"events processed\s+([\d,]+) in ([\d.]+) s", out)
+    events_n, flow_s = events_processed(out)
     opened = re.search(r"open orders\s+([\d,]+)", out)
-    assert found and opened, out
-    events_n = int(found.group(1).replace(",", ""))
-    flow_s = float(found.group(2))
+    assert opened, out
     return {"events": events_n, "flow_s": flow_s, "events_per_s": round(events_n / flow_s),
             "wall_s": round(wall_s, 1), "open_orders": int(opened.group(1).replace(",", "")),
             "peak_rss_mib": round(max(r for _, r in samples) / 1024, 1), "rss": samples}
@@ -111,13 +112,6 @@ def parse_floor(events: Path) -> dict:
                 state[event.get("stream", "")] = event.get("event_id")
     elapsed = time.perf_counter() - started
     return {"events": n, "seconds": round(elapsed, 2), "events_per_s": round(n / elapsed)}
-
-
-def simulate(out: Path, *args: str) -> None:
-    done = subprocess.run([exe(), "simulate", "--out", str(out), *args], capture_output=True,
-                          text=True)
-    if done.returncode:
-        raise SystemExit(f"simulate failed: {done.stderr.strip()}")
 
 
 def open_orders_file(path: Path, n: int, template: dict) -> None:
@@ -155,9 +149,7 @@ def two_processes(events: Path, work: Path) -> dict:
     for p, (_, err) in zip(procs, outs, strict=True):
         if p.returncode:
             raise SystemExit(f"two-process replay failed: {err.strip()[-2000:]}")
-    found = re.search(r"events processed\s+([\d,]+)", outs[0][0])
-    events_n = int(found.group(1).replace(",", "")) if found else 0
-    return {"wall_s": round(wall, 1), "events": events_n}
+    return {"wall_s": round(wall, 1), "events": events_processed(outs[0][0])[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ow-perf-") as tmp:
         work = Path(tmp)
         events = work / "events.jsonl"
-        simulate(events, "--orders", str(args.orders), "--faults", "all", "--seed", "8")
+        orderwatch("simulate", "--out", str(events), "--orders", str(args.orders),
+                   "--faults", "all", "--seed", "8")
         report["floor"] = parse_floor(events)
         print(f"floor   {report['floor']['events_per_s']:,} events/s", flush=True)
         one = replay(events, work)
@@ -189,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             report["scale"] = {"one_process_wall_s": one["wall_s"], **two}
             print(f"scale   2 processes {two['speedup']}× one", flush=True)
         if "memory" not in skip:
-            template = next(e for e in map(orjson.loads, events.open("rb"))
-                            if isinstance(e, dict) and e.get("action") == "create")
+            with events.open("rb") as f:
+                template = next(e for e in map(orjson.loads, f)
+                                if isinstance(e, dict) and e.get("action") == "create")
             small, big = work / "open-small.jsonl", work / "open-big.jsonl"
             open_orders_file(small, 10_000, template)
             open_orders_file(big, args.open_orders, template)
@@ -212,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         if "week" not in skip:
             week = work / "week.jsonl"
             per_minute = 10.0
-            simulate(week, "--orders", str(int(per_minute * 60 * 24 * args.days)),
-                     "--orders-per-minute", str(per_minute), "--seed", "9")
+            orderwatch("simulate", "--out", str(week),
+                       "--orders", str(int(per_minute * 60 * 24 * args.days)),
+                       "--orders-per-minute", str(per_minute), "--seed", "9")
             run = replay(week, work)
             rss = run["rss"]
             tenths = [rss[min(len(rss) - 1, int(len(rss) * k / 10))][1] // 1024
