@@ -108,8 +108,7 @@ class MetricAnomaly:
         self.warmup = thresholds.metric_anomaly_warmup_points
         self.min_z = thresholds.metric_anomaly_min_z
         self.resolve_after = thresholds.metric_anomaly_resolve_points
-        self.series: dict[Series, SeriesAnomaly] = {}
-        self.charts: dict[Series, Chart] = {}
+        self.series: dict[Series, tuple[SeriesAnomaly, Chart]] = {}
         self.trials: dict[tuple[str, str], tuple[float, float]] = {}  # → (bucket, n)
         self.calm: dict[Series, int] = {}
         self.book = AlertBook(self.name, "warning")
@@ -117,14 +116,13 @@ class MetricAnomaly:
     def learn_one(self, point: MetricPoint) -> list[Alert]:
         if point.metric in TRIALS:
             self.trials[(point.dimension, point.dim_value)] = (point.bucket, point.value)
-        if point.metric not in WATCHED or math.isnan(point.value) or math.isinf(point.value):
+        if point.metric not in WATCHED or not math.isfinite(point.value):
             return []
         key = (point.metric, point.dimension, point.dim_value)
-        detector = self.series.get(key)
-        if detector is None:
-            detector = self.series[key] = SeriesAnomaly(warmup=self.warmup)
-            self.charts[key] = Chart()
-        chart = self.charts[key]
+        state = self.series.get(key)
+        if state is None:
+            state = self.series[key] = (SeriesAnomaly(warmup=self.warmup), Chart())
+        detector, chart = state
         expected = chart.mean
         level, noise = stabilise(point.metric, point.value, self._trials(point))
         z, z_point, level = chart.update(level, noise)

@@ -44,14 +44,15 @@ WAREHOUSES = ("WH-EAST", "WH-NORTH", "WH-SOUTH", "WH-WEST")
 CITIES = ("上海", "杭州", "广州", "深圳", "北京", "成都", "武汉", "西安")
 # WeChat Pay's notify retry schedule (seconds after the previous attempt)
 NOTIFY_RETRIES = (0, 15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800)
-# gateway_degrading: the gateway's notify failure share, before and at the end of the creep
+# gateway_degrading: whom it hits, its notify failure share before and at the end of the creep
+DEGRADE_TARGET = "wechatpay"
 DEGRADE_FROM, DEGRADE_TO, DEGRADE_CREEP = 0.01, 0.06, 60 * MINUTE
 # Window faults, in the order they happen, with their length and whom they hit. The
 # gateways have enough notify traffic for a ratio over 5 minutes.
 WINDOWS = (("waf_block", 30 * MINUTE, "alipay"), ("hot_lock_key", 20 * MINUTE, None),
            ("cert_expired", 20 * MINUTE, "wechatpay"), ("dns_outage", 47 * MINUTE, None),
            ("channel_outage", 30 * MINUTE, "douyin"), ("notify_url_broken", 3 * HOUR, None),
-           ("gateway_degrading", DEGRADE_CREEP + 30 * MINUTE, "wechatpay"))
+           ("gateway_degrading", DEGRADE_CREEP + 30 * MINUTE, DEGRADE_TARGET))
 WINDOW_GAP = 25 * MINUTE
 
 Process = Generator[float, None, Any]
@@ -211,10 +212,11 @@ class Simulator:
         """gateway_degrading: the share of notifies that fail, all along and in the creep."""
         if "gateway_degrading" not in self.cfg.faults:
             return 0.0
+        if gateway != DEGRADE_TARGET:
+            return 0.0
         w = self._window("gateway_degrading", gateway)
         if w is None:
-            target = next(t for name, _, t in WINDOWS if name == "gateway_degrading")
-            return DEGRADE_FROM if gateway == target else 0.0
+            return DEGRADE_FROM
         crept = min(1.0, (self.now - w.start) / DEGRADE_CREEP)
         return DEGRADE_FROM + (DEGRADE_TO - DEGRADE_FROM) * crept
 
