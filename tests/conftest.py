@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -83,15 +84,27 @@ def free_port() -> int:
 
 
 def free_ports(n: int) -> list[int]:
-    """n different such ports (bound together, so the kernel cannot hand one out twice)."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+    """n consecutive TCP ports on loopback that nothing listens on right now.
+
+    They come from below the kernel's ephemeral range, so an outgoing connection (a
+    Kafka client's, say) or another bind to port 0 cannot take one between this call
+    and the moment the process under test binds it.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    for _ in range(200):
+        start = rng.randrange(10_000, low - n)
+        sockets = [socket.socket() for _ in range(n)]
+        try:
+            for port, s in zip(range(start, start + n), sockets, strict=True):
+                s.bind(("127.0.0.1", port))
+            return list(range(start, start + n))
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports below {low}")
 
 
 def orderwatch_exe() -> str:
