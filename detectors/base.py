@@ -108,6 +108,9 @@ class Deadlines:
     def cancel(self, key: Hashable) -> None:
         self._at.pop(key, None)
 
+    def any_due(self, now: float) -> bool:
+        return bool(self._heap) and self._heap[0][0] <= now
+
     def due(self, now: float) -> Iterator[tuple[Hashable, float]]:
         heap, at = self._heap, self._at
         while heap and heap[0][0] <= now:
@@ -161,6 +164,8 @@ class AlertBook:
 
     def release(self, now: float) -> list[Alert]:
         """Emit proposals the watermark has passed, then resolve expired holds."""
+        if not (self._release.any_due(now) or self._holds.any_due(now)):
+            return []  # the common case: called for every event, nothing due
         out = []
         for key, _ in list(self._release.due(now)):
             alert = self._proposed.pop(key)

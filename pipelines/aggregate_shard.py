@@ -25,6 +25,7 @@ class AggregateOutput:
     watermark: float
     alerts: list[Alert] = field(default_factory=list)
     points: list[MetricPoint] = field(default_factory=list)
+    ingested_at: float = 0.0  # of the input that produced it
 
 
 class AggregateShard:
@@ -40,7 +41,7 @@ class AggregateShard:
     def process(self, inp: AggregateInput) -> AggregateOutput:
         """Merge the order shards' streams and apply them oldest first, like an order shard."""
         self.shard = self.shard or inp.shard
-        out = AggregateOutput(self.shard, self.now)
+        out = AggregateOutput(self.shard, self.now, ingested_at=inp.ingested_at)
         detectors = self.detectors
         for index, key, ts, tiebreak, payload in inp.items:
             if not self.buffer.push(ts, (tiebreak, index, key), (index, key, payload)):

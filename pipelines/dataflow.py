@@ -32,33 +32,38 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink
 
 from orderwatch.config import Settings
-from orderwatch.detectors.base import Alert
 from orderwatch.pipelines.aggregate_shard import AggregateOutput, AggregateShard
 from orderwatch.pipelines.decoding import Chunk, Decoded, decode_chunk
 from orderwatch.pipelines.order_shard import OrderShard, ShardInput, ShardOutput
 from orderwatch.pipelines.prometheus_export import Exporter
 from orderwatch.pipelines.sharding import all_shards, shard_of
-from orderwatch.pipelines.sinks import AlertSink, ClickHouseSink, MetricsSink
+from orderwatch.pipelines.sinks import AlertSink, ClickHouseSink, MetricsSink, Notification
 
 
 class _ShardLogic(StatefulBatchLogic):
     """Adapts a plain shard object (`process(input) -> output`) to Bytewax state.
 
     The recovery snapshot is the pickled shard: bytes cannot change after the epoch ends,
-    as Bytewax requires of a snapshot.
+    as Bytewax requires of a snapshot. Bytewax asks for a snapshot at the end of every
+    epoch even when recovery is off; pickling every open order each time would then cost
+    more than the work itself, so without recovery the snapshot is empty.
     """
 
-    def __init__(self, shard: Any) -> None:
+    def __init__(self, shard: Any, snapshots: bool) -> None:
         self.shard = shard
+        self.snapshots = snapshots
 
     @classmethod
-    def builder(cls, new: Callable[[], Any]) -> Callable[[bytes | None], _ShardLogic]:
-        return lambda state: cls(new() if state is None else pickle.loads(state))
+    def builder(cls, new: Callable[[], Any],
+                snapshots: bool) -> Callable[[bytes | None], _ShardLogic]:
+        return lambda state: cls(new() if state is None else pickle.loads(state), snapshots)
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
         return [self.shard.process(v) for v in values], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
+        if not self.snapshots:
+            return b""
         return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -67,7 +72,7 @@ def route_to_order_shards(decoded: Decoded, shards: int) -> list[tuple[str, Shar
     for event in decoded.events:
         by_shard[shard_of(event.order_no, shards)].append(event)
     return [(key, ShardInput(key, events, decoded.partition, decoded.max_ts, decoded.ended,
-                             decoded.partitions, decoded.idle))
+                             decoded.partitions, decoded.idle, decoded.ingested_at))
             for key, events in by_shard.items()]
 
 
@@ -75,7 +80,12 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-def alert_rows(alert: Alert) -> list[tuple[str, list[list[Any]]]]:
+def notifications(out: ShardOutput | AggregateOutput) -> list[Notification]:
+    return [(alert, out.ingested_at) for alert in out.alerts]
+
+
+def alert_rows(notification: Notification) -> list[tuple[str, list[list[Any]]]]:
+    alert = notification[0]
     row = [alert.alert, alert.status, alert.severity, alert.fingerprint, alert.labels,
            alert.labels.get("order_no", ""), _dt(alert.starts_at), _dt(alert.ends_at),
            float(alert.value), alert.summary]
@@ -125,7 +135,8 @@ def _to_leader(item: Any) -> tuple[str, Any]:
 
 def build_flow(source: Source[Chunk], settings: Settings, clickhouse: ClickHouseSink,
                alerts: AlertSink, exporter: Exporter,
-               dead_letters: DynamicSink | None = None) -> Dataflow:
+               dead_letters: DynamicSink | None = None, snapshots: bool = True) -> Dataflow:
+    """`snapshots=False` when nothing will restore them (no recovery directory)."""
     p = settings.pipeline
     flow = Dataflow("orderwatch")
     chunks = op.input("input", flow, source)
@@ -133,16 +144,17 @@ def build_flow(source: Source[Chunk], settings: Settings, clickhouse: ClickHouse
 
     shard_in = op.flat_map("route_orders", decoded,
                            lambda d: route_to_order_shards(d, p.order_shards))
-    shard_out = op.key_rm("orders_out", op.stateful_batch(
-        "orders", shard_in, _ShardLogic.builder(lambda: OrderShard(settings))))
+    new_order_shard = _ShardLogic.builder(lambda: OrderShard(settings), snapshots)
+    shard_out = op.key_rm("orders_out", op.stateful_batch("orders", shard_in, new_order_shard))
 
     aggregate_in = op.flat_map("route_aggregates", shard_out, lambda o: o.to_aggregates)
+    new_aggregate_shard = _ShardLogic.builder(lambda: AggregateShard(settings), snapshots)
     aggregate_out = op.key_rm("aggregates_out", op.stateful_batch(
-        "aggregates", aggregate_in, _ShardLogic.builder(lambda: AggregateShard(settings))))
+        "aggregates", aggregate_in, new_aggregate_shard))
 
     all_alerts = op.merge("alerts",
-                          op.flat_map("order_alerts", shard_out, lambda o: o.alerts),
-                          op.flat_map("aggregate_alerts", aggregate_out, lambda o: o.alerts))
+                          op.flat_map("order_alerts", shard_out, notifications),
+                          op.flat_map("aggregate_alerts", aggregate_out, notifications))
     op.output("notify", op.map("alerts_to_leader", all_alerts, _to_leader), alerts)
 
     rows = op.merge("rows",

@@ -8,6 +8,7 @@ becomes an `Event` or a `DeadLetter` with its reason.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ class Chunk:
     partitions: int = 1  # how many partitions the source has in all
     positions: list[int] | None = None  # per record (Kafka offsets); else consecutive
     idle: bool = False  # caught up for now (tailing Kafka): do not hold event time back
+    # wall clock when the records entered the pipeline: alert latency is measured from here
+    ingested_at: float = field(default_factory=time.time)
 
 
 @dataclass(slots=True)
@@ -62,6 +65,7 @@ class Decoded:
     records: int = 0
     idle: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    ingested_at: float = 0.0
 
 
 def decode_chunk(chunk: Chunk, max_event_bytes: int = 1 << 20) -> Decoded:
@@ -90,4 +94,4 @@ def decode_chunk(chunk: Chunk, max_event_bytes: int = 1 << 20) -> Decoded:
             if event.ts > max_ts:
                 max_ts = event.ts
     return Decoded(chunk.partition, events, dead, max_ts, chunk.ended, chunk.partitions,
-                   len(chunk.records), chunk.idle)
+                   len(chunk.records), chunk.idle, ingested_at=chunk.ingested_at)

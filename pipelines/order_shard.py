@@ -36,6 +36,7 @@ class ShardInput:
     ended: bool
     partitions: int
     idle: bool = False
+    ingested_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -46,6 +47,7 @@ class AggregateInput:
     # (aggregate detector index, key, event time, tie-break, payload)
     items: list[tuple[int, str, float, str, Any]]
     metric_cells: dict
+    ingested_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -59,6 +61,7 @@ class ShardOutput:
     fresh: Counter = field(default_factory=Counter)
     redelivered: Counter = field(default_factory=Counter)
     open_orders: int = 0
+    ingested_at: float = 0.0  # of the input that produced it
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -103,7 +106,7 @@ class OrderShard:
     def process(self, inp: ShardInput) -> ShardOutput:
         """Buffer the chunk's events; apply, oldest first, those event time has passed."""
         self.shard = self.shard or inp.shard
-        out = ShardOutput(self.shard, self.now)
+        out = ShardOutput(self.shard, self.now, ingested_at=inp.ingested_at)
         batch = _Batch()
         for event in inp.events:
             if not self.buffer.push_event(event):
@@ -140,7 +143,8 @@ class OrderShard:
             items = batch.routed.get(target, [])
             cells = cells_by_shard.get(target, {})
             out.to_aggregates.append(
-                (target, AggregateInput(target, self.shard, self.now, items, cells)))
+                (target, AggregateInput(target, self.shard, self.now, items, cells,
+                                         inp.ingested_at)))
         out.open_orders = len(self.book)
         return out
 

@@ -82,8 +82,17 @@ SPECS: dict[str, Spec] = {
                                                "(retried).", ("table",)),
     "orderwatch_clickhouse_write_seconds": Spec("histogram", "ClickHouse insert latency.",
                                                 ("table",)),
+    "orderwatch_alert_latency_seconds": Spec(
+        "histogram", "Wall-clock time from the input that made an alert due entering the "
+        "pipeline to its notification being written (the alert's own event-time threshold "
+        "excluded).", ("alert",)),
 }
 WRITE_BOUNDS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BOUNDS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
+                    30.0, 60.0)
+BOUNDS_S = {"orderwatch_lock_wait_seconds": tuple(b / 1000 for b in WAIT_BOUNDS_MS),
+            "orderwatch_clickhouse_write_seconds": WRITE_BOUNDS_S,
+            "orderwatch_alert_latency_seconds": LATENCY_BOUNDS_S}
 
 
 class Exporter(Collector):
@@ -124,6 +133,10 @@ class Exporter(Collector):
             for i, count in enumerate(bucket_counts):
                 hist[i] += count
             hist[-1] += total
+
+    def observe_latency(self, alert: str, seconds: float) -> None:
+        self.observe_histogram("orderwatch_alert_latency_seconds", (alert,),
+                               buckets(seconds, LATENCY_BOUNDS_S), seconds)
 
     def alert_transition(self, alert: str, fingerprint: str, status: str) -> None:
         with self._lock:
@@ -178,8 +191,7 @@ class Exporter(Collector):
 
     @staticmethod
     def _histogram(name: str, spec: Spec, series: dict[tuple[str, ...], list[float]]) -> Metric:
-        bounds = (tuple(b / 1000 for b in WAIT_BOUNDS_MS) if name == "orderwatch_lock_wait_seconds"
-                  else WRITE_BOUNDS_S)
+        bounds = BOUNDS_S[name]
         family = HistogramMetricFamily(name, spec.help, labels=spec.labels)
         for labels, counts in sorted(series.items()):
             cumulative, running = [], 0.0
@@ -194,9 +206,10 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
-def write_buckets(seconds: float) -> list[float]:
-    counts = [0.0] * (len(WRITE_BOUNDS_S) + 1)
-    for i, bound in enumerate(WRITE_BOUNDS_S):
+def buckets(seconds: float, bounds: tuple[float, ...] = WRITE_BOUNDS_S) -> list[float]:
+    """One observation as per-bucket counts (non-cumulative, then +Inf)."""
+    counts = [0.0] * (len(bounds) + 1)
+    for i, bound in enumerate(bounds):
         if seconds <= bound:
             counts[i] = 1.0
             return counts

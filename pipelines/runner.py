@@ -170,7 +170,7 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
                       ClickHouseSink(target, exporter, p.clickhouse_batch_rows,
                                      p.clickhouse_flush_s, cluster.leader),
                       AlertSink(notifiers, exporter, count, cluster.leader), exporter,
-                      dead_letters)
+                      dead_letters, snapshots=recovery is not None)
     heartbeat = Progress(exporter, progress_s, settings.display_timezone) if progress_s else None
     started = time.monotonic()
     try:

@@ -26,7 +26,7 @@ from orderwatch.alerts.outputs import Notifier
 from orderwatch.detectors.base import Alert
 from orderwatch.pipelines.clickhouse_client import Target, connect, write_lock
 from orderwatch.pipelines.clickhouse_schema import COLUMNS
-from orderwatch.pipelines.prometheus_export import Exporter, write_buckets
+from orderwatch.pipelines.prometheus_export import Exporter, buckets
 
 log = logging.getLogger(__name__)
 Rows = tuple[str, list[list[Any]]]
@@ -78,7 +78,7 @@ class _ClickHousePartition(StatefulSinkPartition[Rows, None]):
                 continue
             elapsed = time.perf_counter() - started
             self.exporter.observe_histogram("orderwatch_clickhouse_write_seconds", (table,),
-                                            write_buckets(elapsed), elapsed)
+                                            buckets(elapsed), elapsed)
             self.exporter.inc("orderwatch_clickhouse_rows_written", (table,), len(rows))
             return
 
@@ -115,15 +115,19 @@ class ClickHouseSink(_LeaderSink):
         return _ClickHousePartition(self.target, self.batch_rows, self.flush_s, self.exporter)
 
 
-class _AlertPartition(StatefulSinkPartition[Alert, None]):
+# An alert and the wall-clock time the input that produced it entered the pipeline.
+Notification = tuple[Alert, float]
+
+
+class _AlertPartition(StatefulSinkPartition[Notification, None]):
     def __init__(self, notifiers: list[Notifier], exporter: Exporter,
                  on_alert: Callable[[Alert], None] | None) -> None:
         self.notifiers = notifiers
         self.exporter = exporter
         self.on_alert = on_alert
 
-    def write_batch(self, items: list[Alert]) -> None:
-        for alert in items:
+    def write_batch(self, items: list[Notification]) -> None:
+        for alert, _ in items:
             self.exporter.alert_transition(alert.alert, alert.fingerprint, alert.status)
             for notifier in self.notifiers:
                 notifier.send(alert)
@@ -131,6 +135,9 @@ class _AlertPartition(StatefulSinkPartition[Alert, None]):
                 self.on_alert(alert)
         for notifier in self.notifiers:
             notifier.flush()
+        emitted = time.time()
+        for alert, ingested_at in items:
+            self.exporter.observe_latency(alert.alert, emitted - ingested_at)
 
     def snapshot(self) -> None:
         """Notifiers flush after every batch; at-least-once, so nothing to remember."""

@@ -49,6 +49,10 @@ def test_run_streams_alerts_serves_metrics_and_stops_on_ctrl_c(tmp_path, promtoo
         names = {line.split("{")[0].split(" ")[0] for line in body.splitlines()
                  if line and not line.startswith("#")}
         assert all(n.startswith("orderwatch_") for n in names if not n.startswith("python_"))
+        latencies = _sample(body, 'orderwatch_alert_latency_seconds_count{alert="callback_lost"}')
+        notified = sum(_sample(body, f'orderwatch_alerts_total{{alert="callback_lost",'
+                                     f'status="{s}"}}') for s in ("firing", "resolved"))
+        assert 1 <= latencies <= notified, "every notification's latency is measured"
         env = {"ORDERWATCH_METRICS_PORT": str(port)}
         for _ in range(15):  # the counter moves at once; the row lands at the next flush (1 s)
             query = orderwatch("sql", "--data", str(tmp_path / "data"), "SELECT alert, "
@@ -72,3 +76,11 @@ def test_run_streams_alerts_serves_metrics_and_stops_on_ctrl_c(tmp_path, promtoo
     after = orderwatch("sql", "--data", str(tmp_path / "data"),
                        "SELECT count() FROM orderwatch.alerts")
     assert after.returncode == 0 and int(after.stdout.split()[-1]) > 0
+
+
+def _sample(body: str, series: str) -> float:
+    """The value of one exposition-format series in a /metrics body (0 when absent)."""
+    for line in body.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
