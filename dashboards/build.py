@@ -252,7 +252,8 @@ ORDER BY starts_at DESC""", span=24),
 
 def pipeline() -> Board:
     return Board("orderwatch-pipeline", "OrderWatch · Pipeline",
-                 "Throughput, event-time lag, dead letters and ClickHouse writes.", (), [
+                 "Throughput, event-time lag, alert latency, dead letters and ClickHouse "
+                 "writes.", (), [
         stat_panel("Events per second",
                    prom("sum(rate(orderwatch_events_total[1m]))"), unit="ops"),
         stat_panel("Open orders in state", prom("sum(orderwatch_open_orders)")),
@@ -268,6 +269,12 @@ GROUP BY reason ORDER BY records DESC"""),
         ts_panel("ClickHouse insert latency p95 by table",
                  prom("histogram_quantile(0.95, sum by (le, table) "
                       "(rate(orderwatch_clickhouse_write_seconds_bucket[5m])))", "{{table}}"),
+                 unit="s"),
+        ts_panel("Alert latency, input to notification (p50, p95)",
+                 prom("histogram_quantile(0.95, sum by (le) "
+                      "(rate(orderwatch_alert_latency_seconds_bucket[5m])))", "p95"),
+                 prom("histogram_quantile(0.5, sum by (le) "
+                      "(rate(orderwatch_alert_latency_seconds_bucket[5m])))", "p50"),
                  unit="s"),
         ts_panel("Rows written per second by table",
                  prom("sum by (table) (rate(orderwatch_clickhouse_rows_written_total[1m]))",
