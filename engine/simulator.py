@@ -133,6 +133,16 @@ class Simulator:
         if self.cfg.record_labels:
             self.labels.extend(derived_labels(self.labels, self._created))
 
+    def undelivered(self) -> list[dict[str, Any]]:
+        """Events that have happened but are still in the pipe (late ones, redelivered
+        copies), in delivery order; the pipe is empty afterwards.
+
+        A live run that stops hands these over last, as a producer flushes on shutdown:
+        otherwise each order whose late event never came would look like it skipped a
+        state.
+        """
+        return [heapq.heappop(self._out)[2] for _ in range(len(self._out))]
+
     def label(self, fault: str, order_no: str | None, start: float, end: float | None = None,
               **labels: str) -> dict[str, Any] | None:
         if not self.cfg.record_labels:

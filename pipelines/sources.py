@@ -115,10 +115,11 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
                 ended = True
                 break
             records.append(event)
-        self.emitted += len(records)
-        first = self.emitted - len(records) + 1
         if ended:
             self.done = True
+            records.extend(self.sim.undelivered())
+        self.emitted += len(records)
+        first = self.emitted - len(records) + 1
         return [Chunk("engine", first, records, ended, 1)]
 
     def next_awake(self) -> datetime | None:
