@@ -19,10 +19,18 @@ Each closed minute of a watched series (metric, dimension, value) goes through t
    Traffic that rises every morning has been seen before; a gateway failing more every
    minute has not.
 
-A minute fires when the chart is at least `metric_anomaly_min_z` out and the level is
-new. The alert resolves after `metric_anomaly_resolve_points` calm minutes in a row,
-calm meaning the minute itself is back within half that distance of the baseline: a
-series still climbing stays one incident instead of a notification per new record.
+A series arms only after `metric_anomaly_warmup_points` minutes in a row within the
+chart's limits, and `SeriesAnomaly` knows only those minutes: the two phases of
+statistical process control, first establish what in-control looks like, then monitor.
+A shop's series are in control from the start; a series that is still ramping up (a
+pipeline started on an empty system, a carrier added this morning) is not, and learns
+until it settles instead of alerting on every step.
+
+A minute fires when the series is armed, the chart is at least `metric_anomaly_min_z`
+out and the level is new. The alert resolves after `metric_anomaly_resolve_points` calm
+minutes in a row, calm meaning the minute itself is back within half that distance of
+the baseline: a series still climbing stays one incident instead of a notification per
+new record.
 """
 
 from __future__ import annotations
@@ -111,6 +119,8 @@ class MetricAnomaly:
         self.series: dict[Series, tuple[SeriesAnomaly, Chart]] = {}
         self.trials: dict[tuple[str, str], tuple[float, float]] = {}  # → (bucket, n)
         self.calm: dict[Series, int] = {}
+        self.in_control: dict[Series, int] = {}  # consecutive points, until armed
+        self.armed: set[Series] = set()
         self.book = AlertBook(self.name, "warning")
 
     def learn_one(self, point: MetricPoint) -> list[Alert]:
@@ -129,6 +139,16 @@ class MetricAnomaly:
         score = detector.score_one(level)  # no rest period: the alert's lifecycle
         detector.learn_one(level)  # keeps one incident to one notification
         end = point.bucket + MINUTE
+        if key not in self.armed:
+            if z >= self.min_z:  # not settled: what was learnt so far is no reference
+                self.in_control[key] = 0
+                self.series[key] = (SeriesAnomaly(warmup=self.warmup), chart)
+            elif (run := self.in_control.get(key, 0) + 1) >= self.warmup:
+                self.armed.add(key)
+                del self.in_control[key]
+            else:
+                self.in_control[key] = run
+            return []
         if score >= GAP and z >= self.min_z and expected is not None:
             self.calm[key] = 0
             series = f'{point.metric}{{{point.dimension}="{point.dim_value}"}}'

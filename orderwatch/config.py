@@ -64,8 +64,9 @@ class Thresholds:
     # within `channel_verdict_after_s` of their creation
     channel_streak: int = 10
     channel_verdict_after_s: float = 30 * MINUTE
-    # metric_anomaly: minutes a series learns before it may fire, how far (weighted
-    # standard deviations) an unseen level must lie, calm minutes before it resolves
+    # metric_anomaly: minutes in a row a series must stay within its chart's limits
+    # before it may fire (it learns until then), how far (weighted standard deviations)
+    # an unseen level must lie, calm minutes before it resolves
     metric_anomaly_warmup_points: int = 240
     metric_anomaly_min_z: float = 5.0
     metric_anomaly_resolve_points: int = 15

@@ -52,3 +52,27 @@ def test_it_resolves_after_calm_minutes_and_ignores_unwatched_series():
     assert alerts[1].ends_at - alerts[0].starts_at <= 20 * 60
     other = MetricPoint(T0, "callback_failures", "gateway", "alipay", 1e9)
     assert detector.learn_one(other) == []
+
+
+def shipments(minutes: int, mean_at, seed: int = 1):
+    """A carrier's shipments per minute: Poisson counts around `mean_at(minute)`."""
+    rng = random.Random(seed)
+    for m in range(minutes):
+        mean, count, t = mean_at(m), 0, rng.expovariate(1.0)
+        while t < mean:  # Poisson by exponential gaps
+            count += 1
+            t += rng.expovariate(1.0)
+        yield MetricPoint(T0 + 60 * m, "shipments", "carrier", "SF", count)
+
+
+def test_a_series_still_ramping_up_learns_until_it_settles_then_monitors():
+    # a pipeline started on an empty shop: shipments climb for 8 hours, then hold;
+    # the next day they halve for an hour (a warehouse stops)
+    def mean(m: int) -> float:
+        level = 40 * min(1.0, m / 480)
+        return level / 2 if 2400 <= m < 2460 else level
+    for seed in (1, 2, 3):
+        alerts = MetricAnomaly().learn_many(shipments(2600, mean, seed))
+        firing = [round((a.starts_at - T0) / 60) for a in alerts if a.status == "firing"]
+        assert firing, f"seed {seed}: the halving went unseen"
+        assert 2400 <= firing[0] <= 2430, f"seed {seed}: fired at minutes {firing}"
