@@ -60,7 +60,12 @@ class OrderDetector(Protocol):
 
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> Iterable[Alert]: ...
 
-    def forget(self, order_no: str) -> None: ...
+    def forget(self, order_no: str, now: float) -> Iterable[Alert]:
+        """The order leaves memory: drop what is kept for it, and resolve its alerts still
+        firing (nothing could resolve them later)."""
+
+
+LEFT_MEMORY = "the order left OrderWatch's memory (no events for its retention period)"
 
 
 class AggregateDetector(Protocol):
@@ -81,8 +86,9 @@ class InstantOrderDetector:
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
         return self.book.release(now)
 
-    def forget(self, order_no: str) -> None:
+    def forget(self, order_no: str, now: float) -> list[Alert]:
         """Nothing kept per order beyond open alerts, which resolve on their own."""
+        return []
 
 
 class Deadlines:

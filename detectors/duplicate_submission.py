@@ -47,8 +47,9 @@ class DuplicateShipRequest(InstantOrderDetector):
             f"{first[-1][0] - first[0][0]:.1f} s")
         return []
 
-    def forget(self, order_no: str) -> None:
+    def forget(self, order_no: str, now: float) -> list[Alert]:
         self._requests.pop(order_no, None)
+        return []  # its alerts mark an instant and resolve on their own
 
 
 class DuplicateOrder:

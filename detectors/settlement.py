@@ -34,5 +34,6 @@ class SettlementMissing(InstantOrderDetector):
                               f"marked completed by {how} without a successful settlement")
         return []
 
-    def forget(self, order_no: str) -> None:
+    def forget(self, order_no: str, now: float) -> list[Alert]:
         self._settled.discard(order_no)
+        return []  # its alerts mark an instant and resolve on their own

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook, Deadlines
+from orderwatch.detectors.base import LEFT_MEMORY, Alert, AlertBook, Deadlines
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.events import Event
 from orderwatch.timestamps import duration_text
@@ -87,10 +87,16 @@ class SilentShipment:
         return self.book.resolve(key, waybill.first_scan,
                                  f"{waybill.carrier} scanned waybill {key[1]}")
 
-    def forget(self, order_no: str) -> None:
+    def forget(self, order_no: str, now: float) -> list[Alert]:
+        out = []
         for waybill_no in self._waybills.pop(order_no, {}):
-            self._due.cancel((order_no, waybill_no))
-            self._scanned.cancel((order_no, waybill_no))
+            key = (order_no, waybill_no)
+            self._due.cancel(key)
+            self._scanned.cancel(key)
+            alert = self.book.resolve(key, now, LEFT_MEMORY)
+            if alert is not None:
+                out.append(alert)
+        return out
 
     def _waybill(self, order_no: str, waybill_no: str) -> _Waybill:
         waybills = self._waybills.setdefault(order_no, {})

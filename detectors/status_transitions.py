@@ -92,5 +92,6 @@ class StatusFlapping(InstantOrderDetector):
             expect_to = frm
         return count
 
-    def forget(self, order_no: str) -> None:
+    def forget(self, order_no: str, now: float) -> list[Alert]:
         self._changes.pop(order_no, None)
+        return []  # its alerts mark an instant and resolve on their own

@@ -120,7 +120,7 @@ class OrderShard:
             self._advance(mark, out)
             for order_no in self.book.expire(mark):
                 for det in self.detectors:
-                    det.forget(order_no)
+                    out.alerts.extend(det.forget(order_no, mark))
                 out.alerts.extend(self.risk.retire(order_no, mark))
         out.watermark = self.now
         out.rows["events"] = batch.event_rows

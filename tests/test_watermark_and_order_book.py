@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from orderwatch.config import PipelineSettings, Settings
+from orderwatch.detectors.base import LEFT_MEMORY
 from orderwatch.detectors.order_book import OrderBook
+from orderwatch.events import Event
+from orderwatch.pipelines.order_shard import OrderShard, ShardInput
 from orderwatch.pipelines.watermark import NEVER, MinOfUpstreams, WatermarkTracker
 
-from conftest import HOUR, T0, order_event, ship
+from conftest import HOUR, T0, callback, order_event, ship
 
 
 def test_watermark_waits_for_every_partition_and_follows_the_slowest():
@@ -75,3 +79,21 @@ def test_reorder_buffer_releases_oldest_first_and_flags_late_items():
     assert list(buf.release(20.0)) == ["a", "a", "b"]
     assert not buf.push(15.0, "late", "late") and buf.late == 1
     assert list(buf.release(40.0)) == ["c"] and len(buf) == 0
+
+
+def test_alerts_still_firing_resolve_when_their_order_leaves_memory():
+    settings = Settings(pipeline=PipelineSettings(max_idle_s=6 * HOUR))
+    shard = OrderShard(settings, "s")
+
+    def feed(*events: Event) -> list[tuple[str, str, str]]:
+        out = shard.process(ShardInput("s", list(events), "p", max(e.ts for e in events),
+                                       False, 1))
+        return [(a.alert, a.status, a.summary) for a in out.alerts]
+
+    # paid at the gateway, but the order never leaves pending payment, nor hears more
+    fired = feed(order_event("L1", 0, "create", "pending_payment"), callback("L1", 60))
+    fired += feed(order_event("X1", HOUR, "create", "pending_payment"))
+    assert ("callback_lost", "firing") in [(a, s) for a, s, _ in fired]
+    later = feed(order_event("X2", 7 * HOUR, "create", "pending_payment"))
+    assert ("callback_lost", "resolved", LEFT_MEMORY) in later
+    assert "L1" not in shard.book.orders
