@@ -11,9 +11,8 @@ Each closed minute of a watched series (metric, dimension, value) goes through t
    traffic that grows all day is forecast, not flagged), each distance in units of that
    point's noise, the mean in units of its own standard deviation. One bad minute does
    not move it; a creep over an hour does, minute after minute, long before it reaches a
-   fixed threshold. The noise
-   is the larger of the transform's and the series' measured minute-to-minute noise (a
-   p95 is not a count).
+   fixed threshold. The noise is the larger of the transform's and the series' measured
+   minute-to-minute noise (a p95 is not a count).
 3. **`SeriesAnomaly`**, the detector scored on NAB, on the smoothed level: the minute
    fires only if that level is one the series has not seen (range) or never visits (gap).
    Traffic that rises every morning has been seen before; a gateway failing more every
@@ -136,19 +135,20 @@ class MetricAnomaly:
         expected = chart.mean
         level, noise = stabilise(point.metric, point.value, self._trials(point))
         z, z_point, level = chart.update(level, noise)
-        score = detector.score_one(level)  # no rest period: the alert's lifecycle
-        detector.learn_one(level)  # keeps one incident to one notification
-        end = point.bucket + MINUTE
         if key not in self.armed:
             if z >= self.min_z:  # not settled: what was learnt so far is no reference
                 self.in_control[key] = 0
                 self.series[key] = (SeriesAnomaly(warmup=self.warmup), chart)
-            elif (run := self.in_control.get(key, 0) + 1) >= self.warmup:
+                return []
+            detector.learn_one(level)
+            run = self.in_control[key] = self.in_control.get(key, 0) + 1
+            if run >= self.warmup:
                 self.armed.add(key)
                 del self.in_control[key]
-            else:
-                self.in_control[key] = run
             return []
+        score = detector.score_one(level)  # no rest period: the alert's lifecycle
+        detector.learn_one(level)  # keeps one incident to one notification
+        end = point.bucket + MINUTE
         if score >= GAP and z >= self.min_z and expected is not None:
             self.calm[key] = 0
             series = f'{point.metric}{{{point.dimension}="{point.dim_value}"}}'
