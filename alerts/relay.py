@@ -28,7 +28,7 @@ from orderwatch.alerts.outbox import Outbox, OutboxWorker
 from orderwatch.alerts.robot_config import load_robots
 from orderwatch.alerts.robots import Robot
 from orderwatch.config import ConfigError
-from orderwatch.pipelines.http_endpoint import is_loopback
+from orderwatch.pipelines.http_endpoint import is_loopback, serve_wsgi
 
 log = logging.getLogger(__name__)
 MAX_BODY = 4 * 1024 * 1024
@@ -131,15 +131,7 @@ class Relay:
 
 def serve_relay(relay: Relay, host: str, port: int):
     """Start the worker and the HTTP server (a daemon thread); returns the server."""
-    from wsgiref.simple_server import make_server
-
-    from prometheus_client.exposition import ThreadingWSGIServer
-
-    from orderwatch.pipelines.http_endpoint import _Quiet
-
     if relay.token is None and not is_loopback(host):
         raise ConfigError(f"relay on {host} needs a bearer token: set ORDERWATCH_RELAY_TOKEN")
     relay.worker.start()
-    server = make_server(host, port, relay.app, ThreadingWSGIServer, handler_class=_Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True, name="orderwatch-relay").start()
-    return server
+    return serve_wsgi(relay.app, host, port, "orderwatch-relay")

@@ -79,9 +79,14 @@ def _query(environ: dict, start_response: Callable, query: QueryRunner) -> Itera
 
 
 def serve(exporter: Exporter, host: str, port: int, query: QueryRunner | None = None):
-    """Serve in a daemon thread; returns the server (call `shutdown()` to stop)."""
-    app = make_app(exporter, query if is_loopback(host) else None)
+    """Serve /metrics (and /query on loopback) in a daemon thread; returns the server."""
+    return serve_wsgi(make_app(exporter, query if is_loopback(host) else None), host, port,
+                      "orderwatch-http")
+
+
+def serve_wsgi(app: Callable, host: str, port: int, name: str):
+    """Any WSGI app, threaded, without an access log, in a daemon thread named `name`;
+    returns the server (call `shutdown()` to stop)."""
     server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True,
-                     name="orderwatch-http").start()
+    threading.Thread(target=server.serve_forever, daemon=True, name=name).start()
     return server
