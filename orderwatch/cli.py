@@ -200,8 +200,6 @@ def _add_execution_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _execution(args: argparse.Namespace):
-    from pathlib import Path
-
     from orderwatch.pipelines.runner import Cluster, Recovery
 
     addresses = tuple(a.strip() for a in (args.addresses or "").split(";") if a.strip())
@@ -379,8 +377,6 @@ def _notifiers(settings: Settings, alerts_out: str | None, cluster=None,
 
 
 def cmd_silence(args: argparse.Namespace, settings: Settings) -> int:
-    from pathlib import Path
-
     from orderwatch.alerts.silences import Silences, parse_matcher
     from orderwatch.durations import parse_duration
     from orderwatch.timestamps import to_rfc3339
