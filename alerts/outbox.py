@@ -27,7 +27,7 @@ import orjson
 from orderwatch.alerts.grouping import IMMEDIATE, Grouping
 from orderwatch.alerts.message_text import pack
 from orderwatch.alerts.notice import Notice
-from orderwatch.alerts.robots import PER_MINUTE, Outcome, Robot, classify
+from orderwatch.alerts.robots import PER_MINUTE, Outcome, Robot, post_payload
 
 log = logging.getLogger(__name__)
 
@@ -238,12 +238,7 @@ class Outbox:
         now = self.clock()
         with self.lock:
             self.db.execute("INSERT INTO sends (robot, at) VALUES (?, ?)", (robot.name, now))
-        try:
-            response = self.client.post(robot.url(int(now * 1000)), content=orjson.dumps(payload),
-                                        headers={"Content-Type": "application/json"})
-            outcome = classify(response.status_code, response.content)
-        except httpx.HTTPError as exc:  # time-outs and refused connections: try again
-            outcome = Outcome(False, True, type(exc).__name__)
+        outcome = post_payload(self.client, robot.url(int(now * 1000)), payload)
         if outcome.ok:
             with self.lock:
                 self.db.executemany(

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import orjson
 
 from orderwatch.alerts.message_text import fit_lines, render, size
@@ -59,6 +60,16 @@ def classify(status_code: int, body: bytes) -> Outcome:
     if code == 0:
         return Outcome(True, False, "ok")
     return Outcome(False, code in RETRY_ERRCODES, f"errcode {code}: {answer.get('errmsg', '')}")
+
+
+def post_payload(client: httpx.Client, url: str, payload: dict[str, Any]) -> Outcome:
+    """One request to a robot; a time-out or refused connection is worth retrying."""
+    try:
+        response = client.post(url, content=orjson.dumps(payload),
+                               headers={"Content-Type": "application/json"})
+    except httpx.HTTPError as exc:
+        return Outcome(False, True, type(exc).__name__)
+    return classify(response.status_code, response.content)
 
 
 class Robot:

@@ -20,7 +20,7 @@ import httpx
 import orjson
 
 from orderwatch.alerts.robot_config import RobotsConfig, WeeklySchedule
-from orderwatch.alerts.robots import Outcome, Robot, classify
+from orderwatch.alerts.robots import Outcome, Robot, post_payload
 from orderwatch.alerts.weekly_chart import trend_png
 from orderwatch.alerts.weekly_checks import (
     Query,
@@ -97,14 +97,8 @@ def send(built: BuiltReport, config: RobotsConfig, tz: str, ledger: Ledger,
 
 def _post_with_retries(client: httpx.Client, robot: Robot, payload: dict,
                        sleep: Callable[[float], None]) -> Outcome:
-    body = orjson.dumps(payload)
     for delay in (*RETRY_DELAYS_S, None):
-        try:
-            response = client.post(robot.url(), content=body,
-                                   headers={"Content-Type": "application/json"})
-            outcome = classify(response.status_code, response.content)
-        except httpx.HTTPError as exc:
-            outcome = Outcome(False, True, type(exc).__name__)
+        outcome = post_payload(client, robot.url(), payload)
         if outcome.ok or not outcome.retry or delay is None:
             return outcome
         sleep(delay)
