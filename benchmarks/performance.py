@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from benchmarks.orderwatch_cli import exe, orderwatch
+from benchmarks.orderwatch_cli import exe, free_ports, orderwatch
 from orderwatch.timestamps import from_rfc3339, to_rfc3339
 
 REPORTS = Path(__file__).with_name("reports")
@@ -133,14 +132,8 @@ def open_orders_file(path: Path, n: int, template: dict) -> None:
             f.write(orjson.dumps(event) + b"\n")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def two_processes(events: Path, work: Path) -> dict:
-    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(2))
     started = time.monotonic()
     procs = [subprocess.Popen(
         [exe(), "replay", str(events), "--clickhouse",
@@ -157,7 +150,7 @@ def two_processes(events: Path, work: Path) -> dict:
 
 def latency(work: Path, rate: int, duration_s: int) -> dict:
     """Live `orderwatch run` at `rate` events/s: alert latency from its /metrics histogram."""
-    port = free_port()
+    (port,) = free_ports(1)
     proc = subprocess.Popen(
         [exe(), "run", "--rate", str(rate), "--duration", str(duration_s), "--seed", "3",
          "--data", str(work / "live")], stdout=subprocess.DEVNULL,  # the console alerts

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import itertools
 import os
-import random
-import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks.orderwatch_cli import exe as orderwatch_exe
+from benchmarks.orderwatch_cli import free_ports
 from orderwatch.events import Event, validate
 from orderwatch.timestamps import from_rfc3339, to_rfc3339
 
@@ -81,35 +79,6 @@ def lock(key: str, wait_ms: float = 10, held_ms: float | None = 100, ttl_ms: flo
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     return free_ports(1)[0]
-
-
-def free_ports(n: int) -> list[int]:
-    """n consecutive TCP ports on loopback that nothing listens on right now.
-
-    They come from below the kernel's ephemeral range, so an outgoing connection (a
-    Kafka client's, say) or another bind to port 0 cannot take one between this call
-    and the moment the process under test binds it.
-    """
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    rng = random.Random()
-    for _ in range(200):
-        start = rng.randrange(10_000, low - n)
-        sockets = [socket.socket() for _ in range(n)]
-        try:
-            for port, s in zip(range(start, start + n), sockets, strict=True):
-                s.bind(("127.0.0.1", port))
-            return list(range(start, start + n))
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError(f"no {n} consecutive free ports below {low}")
-
-
-def orderwatch_exe() -> str:
-    """The installed console script (the venv's, even when the venv is not on PATH)."""
-    return shutil.which("orderwatch") or str(Path(sys.executable).with_name("orderwatch"))
 
 
 def orderwatch(*args: str, cwd: Path | None = None, timeout: float = 600,
