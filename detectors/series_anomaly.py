@@ -62,7 +62,7 @@ class SeriesAnomaly:
         span = hi - lo
         if span <= 0:
             return 0
-        level = int((x - lo) / span * self.bins)
+        level = int((x - lo) / span * self.bins + 1e-9)  # rounding error at a boundary
         return min(max(level, 0), self.bins - 1)
 
     def score_one(self, x: float) -> float:

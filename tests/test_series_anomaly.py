@@ -35,6 +35,13 @@ def test_a_level_never_seen_scores_one_then_the_incident_rests():
     assert d.update(100.0) == RANGE  # the rest is over
 
 
+def test_rounding_error_at_a_level_boundary_is_not_a_new_level():
+    # 32 levels over [5, 15]: 12.5 is a boundary, and sin() brings it back as 12.4999…
+    d = SeriesAnomaly(bins=32, warmup=50)
+    scores = [d.update(x) for x in wave(500)]
+    assert max(scores[50:]) < GAP
+
+
 def test_a_value_where_the_series_never_goes_is_a_gap():
     d = SeriesAnomaly(warmup=50)
     rng = random.Random(5)
