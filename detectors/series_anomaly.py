@@ -37,7 +37,7 @@ class SeriesAnomaly:
                  "quiet", "rest", "seen", "warmup")
 
     def __init__(self, bins: int = 16, order: int = 2, alpha: float = 0.05,
-                 warmup: int = 150, rest: int = 50, z_half: float = 5.0) -> None:
+                 warmup: int = 150, rest: int = 30, z_half: float = 5.0) -> None:
         self.bins = bins
         self.order = order
         self.alpha = alpha
