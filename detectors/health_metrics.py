@@ -17,6 +17,10 @@ from orderwatch.detectors.lock_contention import lock_family
 from orderwatch.events import Event
 
 MINUTE = 60
+# Counts of rare things, measured from outside `measure()` (a dead letter has no event; a
+# duplicate is a detector's verdict). Once such a series has appeared, a minute without
+# one is a zero, not a gap, so charts and `metric_anomaly` see the quiet minutes too.
+RARE_COUNTS = frozenset({"dead_letters", "duplicate_ship_requests"})
 # Wait histogram bounds in milliseconds, shared with the Prometheus histogram.
 WAIT_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000)
 
@@ -100,6 +104,15 @@ class Partials:
                 cells[key] = cells.get(key, [0.0])
                 cells[key][0] += amount
 
+    def count(self, ts: float, metric: str, dim: str, value: str, amount: float = 1.0) -> None:
+        """Add to a plain count at event time `ts` (for the `RARE_COUNTS`)."""
+        key = (int(ts // MINUTE), metric, dim, value)
+        cell = self.cells.get(key)
+        if cell is None:
+            self.cells[key] = [amount]
+        else:
+            cell[0] += amount
+
     def merge(self, other_cells: dict[tuple[int, str, str, str], list[float]]) -> None:
         for key, values in other_cells.items():
             mine = self.cells.get(key)
@@ -122,6 +135,7 @@ class HealthMetrics:
 
     def __init__(self) -> None:
         self.open = Partials()
+        self.rare: dict[tuple[str, str, str], int] = {}  # rare count series → last minute
 
     def merge(self, cells: dict) -> None:
         self.open.merge(cells)
@@ -129,6 +143,7 @@ class HealthMetrics:
     def close(self, now: float) -> list[MetricPoint]:
         """Emit every minute that ended at or before `now`, with derived ratios and p95s."""
         last_closed = int(now // MINUTE)  # minutes < this index are complete
+        self._zero_fill(last_closed)
         done: dict[tuple[int, str, str], dict[str, list[float]]] = {}
         for key in [k for k in self.open.cells if k[0] < last_closed]:
             minute, metric, dim, value = key
@@ -148,6 +163,20 @@ class HealthMetrics:
                 points.append(MetricPoint(at, "callback_success_ratio", dim, value,
                                           round(1 - failed / sent[0], 6)))
         return points
+
+    def _zero_fill(self, last_closed: int) -> None:
+        cells = self.open.cells
+        first: dict[tuple[str, str, str], int] = {}  # of series never seen before
+        for minute, metric, dim, value in cells:
+            series = (metric, dim, value)
+            if metric in RARE_COUNTS and minute < last_closed and series not in self.rare:
+                first[series] = min(first.get(series, minute), minute)
+        for series, minute in first.items():
+            self.rare[series] = minute - 1
+        for (metric, dim, value), last in self.rare.items():
+            for minute in range(last + 1, last_closed):
+                cells.setdefault((minute, metric, dim, value), [0.0])
+            self.rare[(metric, dim, value)] = max(last, last_closed - 1)
 
 
 def quantile(histogram: list[float], q: float) -> float:

@@ -42,7 +42,8 @@ from orderwatch.detectors.base import Alert, AlertBook
 from orderwatch.detectors.health_metrics import MINUTE, MetricPoint
 from orderwatch.detectors.series_anomaly import GAP, SeriesAnomaly
 
-COUNTS = frozenset({"events", "orders_created", "carrier_scans", "shipments"})
+COUNTS = frozenset({"events", "orders_created", "carrier_scans", "shipments", "dead_letters",
+                    "duplicate_ship_requests"})
 # a ratio, and the count of trials it is a share of (emitted for the same minute, before it)
 RATIOS = {"callback_success_ratio": "callback_notifications"}
 WAITS = frozenset({"lock_wait_p95_ms"})

@@ -68,11 +68,14 @@ class _ShardLogic(StatefulBatchLogic):
 
 
 def route_to_order_shards(decoded: Decoded, shards: int) -> list[tuple[str, ShardInput]]:
-    by_shard: dict[str, list] = {key: [] for key in all_shards(shards)}
+    keys = all_shards(shards)
+    by_shard: dict[str, list] = {key: [] for key in keys}
     for event in decoded.events:
         by_shard[shard_of(event.order_no, shards)].append(event)
+    dead = [(d.read_after, d.reason_class()) for d in decoded.dead]  # for the first shard
     return [(key, ShardInput(key, events, decoded.partition, decoded.max_ts, decoded.ended,
-                             decoded.partitions, decoded.idle, decoded.ingested_at))
+                             decoded.partitions, decoded.idle, decoded.ingested_at,
+                             dead if key == keys[0] else []))
             for key, events in by_shard.items()]
 
 

@@ -8,6 +8,7 @@ becomes an `Event` or a `DeadLetter` with its reason.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,9 @@ class DeadLetter:
     position: int
     payload: bytes
     reason: str
+    # the latest event time read before it in its chunk: a dead letter has none of its
+    # own, and this is when it arrived as far as event time can tell (NEVER: none yet)
+    read_after: float = NEVER
 
     @property
     def id(self) -> bytes:
@@ -49,9 +53,10 @@ class DeadLetter:
         return h.digest()
 
     def reason_class(self) -> str:
-        """Low-cardinality label for Prometheus: the reason up to its first colon or quote."""
+        """Low-cardinality label: the reason up to its first colon or quote, numbers out
+        (an oversized event's reason names its size)."""
         head = self.reason.split(":")[0].split("'")[0].strip()
-        return head.replace(" ", "_").lower()[:40] or "invalid"
+        return re.sub(r"\d+", "n", head).replace(" ", "_").lower()[:48] or "invalid"
 
 
 @dataclass(slots=True)
@@ -88,7 +93,7 @@ def decode_chunk(chunk: Chunk, max_event_bytes: int = 1 << 20) -> Decoded:
         except InvalidEvent as exc:
             payload = orjson.dumps(record) if isinstance(record, dict) else (
                 record if isinstance(record, bytes) else str(record).encode())
-            dead.append(DeadLetter(chunk.partition, position, payload, str(exc)))
+            dead.append(DeadLetter(chunk.partition, position, payload, str(exc), max_ts))
         else:
             events.append(event)
             if event.ts > max_ts:

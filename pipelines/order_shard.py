@@ -37,6 +37,8 @@ class ShardInput:
     partitions: int
     idle: bool = False
     ingested_at: float = 0.0
+    # (event time read before it, reason class) of each dead letter, for one shard only
+    dead_letters: list[tuple[float, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -111,6 +113,7 @@ class OrderShard:
         for event in inp.events:
             if not self.buffer.push_event(event):
                 self._apply(event, out, batch)  # later than the allowed lateness
+        self._count_dead_letters(inp, batch)
         self.watermark.observe(inp.partition, inp.max_ts, inp.ended, inp.partitions, inp.idle)
         mark = self.watermark.watermark()
         if mark > self.now:
@@ -123,6 +126,10 @@ class OrderShard:
                     out.alerts.extend(det.forget(order_no, mark))
                 out.alerts.extend(self.risk.retire(order_no, mark))
         out.watermark = self.now
+        for alert in out.alerts:  # the duplicate rate, from the detector's verdicts
+            if alert.alert == "duplicate_ship_request" and alert.status == "firing":
+                batch.partials.count(alert.starts_at, "duplicate_ship_requests", "warehouse",
+                                     alert.labels.get("warehouse", "unknown"))
         out.rows["events"] = batch.event_rows
         out.rows["order_state"] = [order_row(o) for o in self.book.drain_changed()]
         out.rows["order_risk"] = [risk_row(r) for r in self.risk.rows]
@@ -147,6 +154,15 @@ class OrderShard:
                                          inp.ingested_at)))
         out.open_orders = len(self.book)
         return out
+
+    def _count_dead_letters(self, inp: ShardInput, batch: _Batch) -> None:
+        """A dead letter counts in the minute of the event read before it, or of the
+        shard's clock if that is later (an earlier minute may be closed already). Before
+        any event time at all it is not counted; the table and Prometheus still have it."""
+        for read_after, reason in inp.dead_letters:
+            at = max(read_after, self.now)
+            if at != NEVER:
+                batch.partials.count(at, "dead_letters", "reason", reason)
 
     def _advance(self, now: float, out: ShardOutput) -> None:
         if now <= self.now:

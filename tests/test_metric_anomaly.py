@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 
-from orderwatch.detectors.health_metrics import MetricPoint
+from orderwatch.detectors.health_metrics import HealthMetrics, MetricPoint, Partials
 from orderwatch.detectors.metric_anomaly import MetricAnomaly
 
 T0 = 1_771_776_000.0  # 2026-02-23 00:00 +08:00
@@ -76,3 +76,29 @@ def test_a_series_still_ramping_up_learns_until_it_settles_then_monitors():
         firing = [round((a.starts_at - T0) / 60) for a in alerts if a.status == "firing"]
         assert firing, f"seed {seed}: the halving went unseen"
         assert 2400 <= firing[0] <= 2430, f"seed {seed}: fired at minutes {firing}"
+
+
+def test_rare_counts_are_zero_filled_once_seen():
+    metrics = HealthMetrics()
+    for minute, reason in ((10, "not_json"), (12, "not_json"), (20, "bad_timestamp_in")):
+        cells = Partials()
+        cells.count(T0 + 60 * minute + 5, "dead_letters", "reason", reason)
+        metrics.merge(cells.cells)
+    first = metrics.close(T0 + 60 * 15)  # minutes 10–14 are complete
+    assert [(p.bucket, p.dim_value, p.value) for p in first] == [
+        (T0 + 60 * m, "not_json", 1.0 if m in (10, 12) else 0.0) for m in range(10, 15)]
+    later = metrics.close(T0 + 60 * 22)  # the second reason starts at its first minute
+    assert sorted((p.bucket, p.dim_value, p.value) for p in later) == sorted(
+        [(T0 + 60 * m, "not_json", 0.0) for m in range(15, 22)]
+        + [(T0 + 60 * 20, "bad_timestamp_in", 1.0), (T0 + 60 * 21, "bad_timestamp_in", 0.0)])
+
+
+def test_a_burst_of_dead_letters_fires_on_a_quiet_rare_series():
+    rng = random.Random(4)
+    points = [MetricPoint(T0 + 60 * m, "dead_letters", "reason", "not_json",
+                          float(40 if 600 <= m < 605 else rng.random() < 0.02))
+              for m in range(700)]
+    alerts = MetricAnomaly().learn_many(points)
+    assert [a.status for a in alerts] == ["firing", "resolved"]
+    assert T0 + 60 * 600 < alerts[0].starts_at <= T0 + 60 * 605  # within the burst
+    assert alerts[0].labels["reason"] == "not_json"
