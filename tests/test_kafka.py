@@ -104,8 +104,8 @@ def test_consume_equals_replay_and_dead_letters_malformed_messages(broker, publi
     assert got["dead_letters"][0] == want["dead_letters"][0] + 100
     # the per-minute series counts every dead letter read among events; the 100 malformed
     # messages trail the last event, and the minute they fall in never closes
-    assert want["dead_letter_series"][1] == want["dead_letters"][0] > 0
-    assert want["dead_letters"][0] <= got["dead_letter_series"][1] <= got["dead_letters"][0]
+    assert want["dead_letter_series"][0] == want["dead_letters"][0] > 0
+    assert want["dead_letters"][0] <= got["dead_letter_series"][0] <= got["dead_letters"][0]
 
     reader = Consumer({"bootstrap.servers": broker, "group.id": "t",
                        "enable.partition.eof": True, "auto.offset.reset": "earliest"})
