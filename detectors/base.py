@@ -202,6 +202,12 @@ class AlertBook:
                      max(at, opened.starts_at), opened.value, summary or opened.summary,
                      opened.fingerprint)
 
+    def left_memory(self, keys: Iterable[Hashable], now: float) -> list[Alert]:
+        """Resolve what still fires for these keys: their order left memory, and nothing
+        else could resolve it later."""
+        resolved = (self.resolve(key, now, LEFT_MEMORY) for key in keys)
+        return [alert for alert in resolved if alert is not None]
+
     def is_firing(self, key: Hashable) -> bool:
         return key in self._firing
 

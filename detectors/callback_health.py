@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import LEFT_MEMORY, Alert, AlertBook, Deadlines
+from orderwatch.detectors.base import Alert, AlertBook, Deadlines
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.detectors.sliding_window import SlidingCounts
 from orderwatch.events import Event, parse_timestamp
@@ -76,8 +76,7 @@ class CallbackLost:
         self._gateway.pop(order_no, None)
         self._alerted.discard(order_no)
         self._recovered.cancel(order_no)
-        alert = self.book.resolve(order_no, now, LEFT_MEMORY)
-        return [alert] if alert is not None else []
+        return self.book.left_memory([order_no], now)
 
 
 def notify_failed(data: Mapping) -> bool:

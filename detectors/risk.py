@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import LEFT_MEMORY, Alert, AlertBook, Deadlines
+from orderwatch.detectors.base import Alert, AlertBook, Deadlines
 from orderwatch.detectors.callback_health import notify_failed
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.engine import state_machine as sm
@@ -246,8 +246,7 @@ class RiskScorer:
     def retire(self, order_no: str, now: float) -> list[Alert]:
         """The order leaves memory: forget it, resolving its alert if still open."""
         self.forget(order_no)
-        alert = self.book.resolve(order_no, now, LEFT_MEMORY)
-        return [alert] if alert is not None else []
+        return self.book.left_memory([order_no], now)
 
     # --- scoring --------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import LEFT_MEMORY, Alert, AlertBook, Deadlines
+from orderwatch.detectors.base import Alert, AlertBook, Deadlines
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.events import Event
 from orderwatch.timestamps import duration_text
@@ -88,15 +88,11 @@ class SilentShipment:
                                  f"{waybill.carrier} scanned waybill {key[1]}")
 
     def forget(self, order_no: str, now: float) -> list[Alert]:
-        out = []
-        for waybill_no in self._waybills.pop(order_no, {}):
-            key = (order_no, waybill_no)
+        keys = [(order_no, waybill_no) for waybill_no in self._waybills.pop(order_no, {})]
+        for key in keys:
             self._due.cancel(key)
             self._scanned.cancel(key)
-            alert = self.book.resolve(key, now, LEFT_MEMORY)
-            if alert is not None:
-                out.append(alert)
-        return out
+        return self.book.left_memory(keys, now)
 
     def _waybill(self, order_no: str, waybill_no: str) -> _Waybill:
         waybills = self._waybills.setdefault(order_no, {})

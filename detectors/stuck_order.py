@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import LEFT_MEMORY, Alert, AlertBook, Deadlines
+from orderwatch.detectors.base import Alert, AlertBook, Deadlines
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.engine import state_machine as sm
 from orderwatch.events import Event
@@ -65,5 +65,4 @@ class StuckOrder:
     def forget(self, order_no: str, now: float) -> list[Alert]:
         self._waiting.pop(order_no, None)
         self._due.cancel(order_no)
-        alert = self.book.resolve(order_no, now, LEFT_MEMORY)
-        return [alert] if alert is not None else []
+        return self.book.left_memory([order_no], now)
