@@ -550,13 +550,11 @@ def _weekly_robot(settings: Settings, robots):
 
 
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
+    from orderwatch.pipelines.http_endpoint import tab_separated
     from orderwatch.pipelines.reader import reader
 
     settings = _reading(settings, args)
-    columns, rows = reader(settings)(args.query)
-    print("\t".join(columns))
-    for row in rows:
-        print("\t".join("" if v is None else str(v) for v in row))
+    sys.stdout.write(tab_separated(*reader(settings)(args.query)))
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -72,10 +72,15 @@ def _query(environ: dict, start_response: Callable, query: QueryRunner) -> Itera
     if params.get("format") == ["json"]:
         start_response("200 OK", [("Content-Type", "application/json")])
         return [orjson.dumps({"columns": columns, "rows": rows}, default=str)]
+    start_response("200 OK", [("Content-Type", "text/tab-separated-values; charset=utf-8")])
+    return [tab_separated(columns, rows).encode()]
+
+
+def tab_separated(columns: list[str], rows: Iterable[Sequence[Any]]) -> str:
+    """ClickHouse's TabSeparatedWithNames: a header line, then a line per row (NULL empty)."""
     lines = ["\t".join(columns)]
     lines += ["\t".join("" if v is None else str(v) for v in row) for row in rows]
-    start_response("200 OK", [("Content-Type", "text/tab-separated-values; charset=utf-8")])
-    return [("\n".join(lines) + "\n").encode()]
+    return "\n".join(lines) + "\n"
 
 
 def serve(exporter: Exporter, host: str, port: int, query: QueryRunner | None = None):
