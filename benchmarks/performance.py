@@ -123,12 +123,17 @@ def open_orders_file(path: Path, n: int, template: dict) -> None:
     they would in a promotion night, rather than all waiting for the end of the file.
     """
     start = from_rfc3339(template["occurred_at"])
+    client_lead = start - from_rfc3339(template.get("client_created_at", template["occurred_at"]))
     with open(path, "wb") as f:
         for i in range(n):
             order_no = f"ORDBENCH{i:012d}"
+            at = start + i * 7200 / n
+            # the client's clock moves with the server's: a fixed client_created_at would
+            # read as a time-zone bug once the server is a whole hour past it
             event = dict(template, event_id=f"{order_no}-1", order_no=order_no,
                          user_id=f"UB{i:09d}", request_id=f"c-{order_no}",
-                         occurred_at=to_rfc3339(start + i * 7200 / n, "Asia/Shanghai"))
+                         occurred_at=to_rfc3339(at, "Asia/Shanghai"),
+                         client_created_at=to_rfc3339(at - client_lead, "Asia/Shanghai"))
             f.write(orjson.dumps(event) + b"\n")
 
 

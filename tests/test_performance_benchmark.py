@@ -1,11 +1,17 @@
-"""The latency figures of benchmarks/performance.py, read from a real /metrics exposition."""
+"""benchmarks/performance.py: its latency figures, read from a real /metrics exposition,
+and its open-orders file."""
 
 from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from benchmarks.performance import histogram, quantile
+from benchmarks.performance import histogram, open_orders_file, quantile
+from orderwatch.config import Settings
+from orderwatch.events import decode
+from orderwatch.pipelines.order_shard import OrderShard, ShardInput
 from orderwatch.pipelines.prometheus_export import Exporter, make_registry
+
+from conftest import at, order_event
 
 
 def test_latency_quantiles_come_from_the_exported_histogram_like_histogram_quantile():
@@ -21,3 +27,17 @@ def test_latency_quantiles_come_from_the_exported_histogram_like_histogram_quant
     assert quantile(0.5, cumulative) == round(0.01 + 0.015 * 50.5 / 51, 3)
     assert quantile(0.95, cumulative) == round(1.5 + 0.5 * (95.95 - 91) / 9, 3)
     assert quantile(1.0, cumulative) == 60.0  # beyond the last bound: that bound
+
+
+def test_the_open_orders_file_is_quiet_traffic(tmp_path):
+    """The memory benchmark's orders must stay open without alerting: alerts keep state
+    of their own, which would be counted as memory per open order."""
+    template = dict(order_event("T", 0, "create", "pending_payment",
+                                client_created_at=at(-1.5)).data)
+    path = tmp_path / "open.jsonl"
+    open_orders_file(path, 2_000, template)
+    shard = OrderShard(Settings())
+    events = [decode(line) for line in path.read_bytes().splitlines()]
+    out = shard.process(ShardInput("o0", events, "p", max(e.ts for e in events), True, 1))
+    assert len(shard.book) == 2_000
+    assert [a.alert for a in out.alerts] == []
