@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import itertools
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -95,18 +94,20 @@ class Deadlines:
     """Event-time timers: schedule a key at a time; `due(now)` yields keys whose time passed.
 
     Rescheduling a key replaces its previous time (old heap entries are skipped lazily).
+    Keys due at the same time come out in key order, so the keys of one instance must be
+    comparable with each other (strings, tuples of strings); no sequence number is kept,
+    as every open order has entries here (memory per open order, issue #8).
     """
 
-    __slots__ = ("_at", "_heap", "_seq")
+    __slots__ = ("_at", "_heap")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Hashable]] = []
+        self._heap: list[tuple[float, Any]] = []
         self._at: dict[Hashable, float] = {}
-        self._seq = itertools.count()
 
     def schedule(self, key: Hashable, at: float) -> None:
         self._at[key] = at
-        heapq.heappush(self._heap, (at, next(self._seq), key))
+        heapq.heappush(self._heap, (at, key))
 
     def when(self, key: Hashable) -> float | None:
         return self._at.get(key)
@@ -120,7 +121,7 @@ class Deadlines:
     def due(self, now: float) -> Iterator[tuple[Hashable, float]]:
         heap, at = self._heap, self._at
         while heap and heap[0][0] <= now:
-            when, _, key = heapq.heappop(heap)
+            when, key = heapq.heappop(heap)
             if at.get(key) == when:
                 del at[key]
                 yield key, when

@@ -7,6 +7,8 @@ orders leave memory: a finished order after `finished_retention_s` of quiet even
 
 from __future__ import annotations
 
+import sys
+
 from orderwatch.detectors.base import Deadlines
 from orderwatch.engine import state_machine as sm
 from orderwatch.events import Event, parse_timestamp
@@ -59,7 +61,9 @@ class OrderState:
         self.paid_at: float | None = None  # the gateway's paid_at of its first SUCCESS
         self.shipped_at: float | None = None
         self.first_scan_at: float | None = None
-        self.seen: set[str] = set()
+        # event ids applied: a tuple, as an order has a dozen events and an empty set
+        # alone takes 216 bytes (memory per open order, issue #8)
+        self.seen: tuple[str, ...] = ()
 
     def apply(self, event: Event) -> None:
         ts = event.ts
@@ -72,10 +76,10 @@ class OrderState:
             if data["action"] == "create":
                 self.created_at = ts
                 self.user_id = data.get("user_id")
-                self.channel = data.get("channel")
+                self.channel = _intern(data.get("channel"))
                 self.amount = data.get("amount")
                 self.grace_s = data.get("grace_period_s")
-            status = data["status"]
+            status = _intern(data["status"])
             if ts >= self.status_at:
                 self.prev_status = self.status
                 self.status, self.status_at = status, ts
@@ -89,22 +93,28 @@ class OrderState:
             if data["action"] == "ship" and data["result"] == "ok" and self.shipped_at is None:
                 self.shipped_at = ts
             if "warehouse" in data:
-                self.warehouse = data["warehouse"]
+                self.warehouse = _intern(data["warehouse"])
             if "carrier" in data:
-                self.carrier = data["carrier"]
+                self.carrier = _intern(data["carrier"])
             if "waybill_no" in data:
                 self.waybill_no = data["waybill_no"]
             self.finished_at = self.status_at if sm.is_finished(self.status) else None
         elif stream == "callback":
             if self.gateway is None:
-                self.gateway = data["gateway"]
+                self.gateway = _intern(data["gateway"])
             if data["trade_status"] == "SUCCESS" and self.paid_at is None:
                 self.paid_at = parse_timestamp(data["paid_at"], "paid_at")
         else:
             if self.carrier is None:
-                self.carrier = data["carrier"]
+                self.carrier = _intern(data["carrier"])
             if self.first_scan_at is None or ts < self.first_scan_at:
                 self.first_scan_at = ts
+
+
+def _intern(value: str | None) -> str | None:
+    """One copy of each low-cardinality value (status, channel, carrier) for all orders,
+    rather than the copy each parsed event brings (memory per open order, issue #8)."""
+    return sys.intern(value) if isinstance(value, str) else value
 
 
 class OrderBook:
@@ -124,7 +134,7 @@ class OrderBook:
             self._expiry.schedule(event.order_no, event.ts + self.max_idle)
         elif event.event_id in order.seen:
             return order, False
-        order.seen.add(event.event_id)
+        order.seen += (event.event_id,)
         was_finished = order.finished_at is not None
         order.apply(event)
         if order.finished_at is not None and not was_finished:
