@@ -94,6 +94,7 @@ class Summary:
     open_orders: int
     watermark: float | None
     alerts: Counter = field(default_factory=Counter)
+    peak_rss_mib: float | None = None  # of the dataflow, before the tables are merged
 
     def lines(self, tz: str = "Asia/Shanghai") -> list[str]:
         rate = self.events / self.elapsed_s if self.elapsed_s else 0.0
@@ -105,6 +106,9 @@ class Summary:
             "event time reached " + (to_rfc3339(self.watermark, tz) if self.watermark else "-"),
             f"clickhouse         {self.target.redacted()} database {self.target.database}",
         ]
+        if self.peak_rss_mib is not None:
+            out.append(f"memory peak        {self.peak_rss_mib:,.1f} MiB resident "
+                       "(the dataflow, before the tables are merged)")
         names = sorted({name for name, _ in self.alerts})
         out.append(f"alerts             {sum(self.alerts.values()):,} notifications")
         out.extend(f"  {name:<26} firing {self.alerts[(name, 'firing')]:>6,}  "
@@ -177,6 +181,7 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
         if heartbeat:
             heartbeat.start()
         run_flow(flow, cluster, recovery)
+        peak_mib = peak_resident_mib()
     finally:
         if heartbeat:
             heartbeat.stopped.set()
@@ -191,4 +196,16 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
     return Summary(target, time.monotonic() - started, int(exporter.total("orderwatch_events")),
                    int(exporter.total("orderwatch_events_redelivered")),
                    int(exporter.total("orderwatch_dead_letters")),
-                   int(exporter.value("orderwatch_open_orders")), mark or None, alerts)
+                   int(exporter.value("orderwatch_open_orders")), mark or None, alerts, peak_mib)
+
+
+def peak_resident_mib() -> float | None:
+    """The process's resident high-water mark so far (Linux's VmHWM), or None elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
