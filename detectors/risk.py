@@ -180,6 +180,9 @@ class RiskScorer:
         self._verdicts = Deadlines()
         self._retire = Deadlines()  # finished orders: resolve their alert after a while
         self.hold = thresholds.instant_alert_hold_s
+        self._state_limits = {sm.PENDING_REVIEW: thresholds.stuck_review_s,
+                              sm.AWAITING_SHIPMENT: thresholds.stuck_shipment_s,
+                              sm.PENDING_SETTLEMENT: thresholds.stuck_settlement_s}
         self.rows: list[list[Any]] = []  # order_risk rows: drained by the caller
         self.verdicts: list[tuple[float, str, str, bool]] = []  # (at, order, channel, high)
         self.snapshots: list[tuple[str, float, list[float]]] | None = None  # for training
@@ -254,7 +257,8 @@ class RiskScorer:
     def features(self, order: OrderState, now: float) -> list[float]:
         state = self._orders.get(order.order_no)
         fired = state.fired if state is not None else 0
-        x = [1.0 if fired >> i & 1 else 0.0 for i in range(len(ORDER_ALERTS))]
+        x = [1.0 if fired >> i & 1 else 0.0 for i in range(len(ORDER_ALERTS))] if fired \
+            else [0.0] * len(ORDER_ALERTS)
         t = self.t
         pending = order.paid_at is not None and (
             order.left_pending_at is None or order.left_pending_at > now)
@@ -263,9 +267,7 @@ class RiskScorer:
         limit = t.silent_fast_limit_s if order.carrier in t.silent_fast_carriers \
             else t.silent_default_limit_s
         x.append(_clip((now - order.shipped_at) / limit) if unscanned else 0.0)
-        state_limit = {sm.PENDING_REVIEW: t.stuck_review_s,
-                       sm.AWAITING_SHIPMENT: t.stuck_shipment_s,
-                       sm.PENDING_SETTLEMENT: t.stuck_settlement_s}.get(order.status or "")
+        state_limit = self._state_limits.get(order.status or "")
         x.append(_clip((now - order.status_at) / state_limit) if state_limit else 0.0)
         x.append(_clip(self._notify_failures.get(order.order_no, 0) / 3))
         x.append(self.context.gateway_failure_share(order.gateway, now))
@@ -281,21 +283,26 @@ class RiskScorer:
         risk, contributions = self.model.score(x)
         state = self._state(order.order_no)
         state.max_risk = max(state.max_risk, risk)
-        codes, texts = self._reasons(order, now, x, contributions)
+        key = order.order_no
+        # reasons are worded only for what is written: most scores change by less than a
+        # point and go nowhere
+        reasons = None
         if abs(risk - state.last_risk) >= 1.0 or order.finished_at is not None:
             state.last_risk = risk
-            self.rows.append([order.order_no, round(risk, 1), round(state.max_risk, 1), texts,
-                              codes, order.channel or "", now])
-        key = order.order_no
+            reasons = _top_reasons(contributions)
+            self.rows.append([key, round(risk, 1), round(state.max_risk, 1),
+                              self._texts(reasons, order, now, x, self.language),
+                              [f.reason for f in reasons], order.channel or "", now])
         out = []
         if risk >= self.t.risk_high:
-            labels = {"order_no": key, "channel": order.channel or "",
-                      "reason": codes[0] if codes else ""}
-            alert = self.book.fire(
-                key, labels, now, round(risk, 1),
-                "; ".join(self._reasons(order, now, x, contributions, "en")[1]))
-            if alert is not None:
-                out.append(alert)
+            if not self.book.is_firing(key):
+                reasons = _top_reasons(contributions) if reasons is None else reasons
+                labels = {"order_no": key, "channel": order.channel or "",
+                          "reason": reasons[0].reason if reasons else ""}
+                alert = self.book.fire(key, labels, now, round(risk, 1),
+                                       "; ".join(self._texts(reasons, order, now, x, "en")))
+                if alert is not None:
+                    out.append(alert)
         elif risk < self.t.risk_review:
             alert = self.book.resolve(key, now)
             if alert is not None:
@@ -306,28 +313,32 @@ class RiskScorer:
             self._retire.schedule(key, max(now, order.finished_at) + self.hold)
         return out
 
-    def _reasons(self, order: OrderState, now: float, x: list[float],
-                 contributions: list[tuple[float, int]], language: str | None = None,
-                 top: int = 3) -> tuple[list[str], list[str]]:
-        codes: list[str] = []
-        texts: list[str] = []
+    def _texts(self, reasons: list[Feature], order: OrderState, now: float, x: list[float],
+               language: str) -> list[str]:
+        if not reasons:
+            return []
         values = _reason_values(order, now, x, self._notify_failures.get(order.order_no, 0))
-        for weight, i in contributions:
-            feature = FEATURES[i]
-            if weight < 0.5 or feature.reason in codes:
-                continue
-            codes.append(feature.reason)
-            template = feature.zh if (language or self.language) == "zh" else feature.en
-            texts.append(template.format(**values))
-            if len(codes) == top:
-                break
-        return codes, texts
+        return [(f.zh if language == "zh" else f.en).format(**values) for f in reasons]
 
     def _state(self, order_no: str) -> _OrderRisk:
         state = self._orders.get(order_no)
         if state is None:
             state = self._orders[order_no] = _OrderRisk()
         return state
+
+
+def _top_reasons(contributions: list[tuple[float, int]], top: int = 3) -> list[Feature]:
+    """The features of the `top` largest contributions (≥ 0.5), one per reason code."""
+    picked: list[Feature] = []
+    for weight, i in contributions:  # largest first
+        if weight < 0.5:
+            break
+        feature = FEATURES[i]
+        if all(feature.reason != p.reason for p in picked):
+            picked.append(feature)
+            if len(picked) == top:
+                break
+    return picked
 
 
 def _clip(value: float, hi: float = 2.0) -> float:
