@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import bytewax.operators as op
@@ -33,6 +32,7 @@ from bytewax.outputs import DynamicSink
 
 from orderwatch.config import Settings
 from orderwatch.pipelines.aggregate_shard import AggregateOutput, AggregateShard
+from orderwatch.pipelines.clickhouse_schema import ticks_ms
 from orderwatch.pipelines.decoding import Chunk, Decoded, decode_chunk
 from orderwatch.pipelines.order_shard import OrderShard, ShardInput, ShardOutput
 from orderwatch.pipelines.prometheus_export import Exporter
@@ -79,10 +79,6 @@ def route_to_order_shards(decoded: Decoded, shards: int) -> list[tuple[str, Shar
             for key, events in by_shard.items()]
 
 
-def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
-
-
 def notifications(out: ShardOutput | AggregateOutput) -> list[Notification]:
     return [(alert, out.ingested_at) for alert in out.alerts]
 
@@ -90,7 +86,7 @@ def notifications(out: ShardOutput | AggregateOutput) -> list[Notification]:
 def alert_rows(notification: Notification) -> list[tuple[str, list[list[Any]]]]:
     alert = notification[0]
     row = [alert.alert, alert.status, alert.severity, alert.fingerprint, alert.labels,
-           alert.labels.get("order_no", ""), _dt(alert.starts_at), _dt(alert.ends_at),
+           alert.labels.get("order_no", ""), ticks_ms(alert.starts_at), ticks_ms(alert.ends_at),
            float(alert.value), alert.summary]
     return [("alerts", [row])]
 
@@ -107,7 +103,7 @@ def shard_rows(out: ShardOutput) -> list[tuple[str, list[list[Any]]]]:
 
 
 def metric_rows(out: AggregateOutput) -> list[tuple[str, list[list[Any]]]]:
-    rows = [[_dt(p.bucket), p.metric, p.dimension, p.dim_value, p.value]
+    rows = [[int(p.bucket), p.metric, p.dimension, p.dim_value, p.value]
             for p in out.points if p.value == p.value]  # NaN: no data in that minute
     return [("health_metrics", rows)] if rows else []
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -23,6 +22,7 @@ from orderwatch.detectors.health_metrics import Partials
 from orderwatch.detectors.order_book import OrderBook, OrderState
 from orderwatch.detectors.risk import RiskModel, RiskScorer
 from orderwatch.events import Event
+from orderwatch.pipelines.clickhouse_schema import ticks_ms
 from orderwatch.pipelines.sharding import all_shards, shard_of
 from orderwatch.pipelines.watermark import NEVER, WatermarkTracker
 
@@ -66,28 +66,24 @@ class ShardOutput:
     ingested_at: float = 0.0  # of the input that produced it
 
 
-def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
-
-
 def event_row(event: Event) -> list:
     data = event.data
     kind = data.get("action") or data.get("kind") or data.get("event") or ""
-    return [event.event_id, event.stream, event.order_no, _dt(event.ts), kind,
+    return [event.event_id, event.stream, event.order_no, ticks_ms(event.ts), kind,
             orjson.dumps(data)]
 
 
 def risk_row(r: list) -> list:
     order_no, risk, max_risk, reasons, codes, channel, at = r
-    return [order_no, risk, max_risk, reasons, codes, channel, _dt(at)]
+    return [order_no, risk, max_risk, reasons, codes, channel, ticks_ms(at)]
 
 
 def order_row(o: OrderState) -> list:
-    return [o.order_no, o.status or "", _dt(o.status_at if o.status else o.last_event_at),
-            _dt(o.created_at), _dt(o.left_pending_at), o.user_id or "", o.channel or "",
+    return [o.order_no, o.status or "", ticks_ms(o.status_at if o.status else o.last_event_at),
+            ticks_ms(o.created_at), ticks_ms(o.left_pending_at), o.user_id or "", o.channel or "",
             o.gateway or "", o.amount, o.warehouse or "", o.carrier or "", o.waybill_no or "",
-            o.events, _dt(o.last_event_at), _dt(o.paid_at), _dt(o.shipped_at),
-            _dt(o.first_scan_at)]
+            o.events, ticks_ms(o.last_event_at), ticks_ms(o.paid_at), ticks_ms(o.shipped_at),
+            ticks_ms(o.first_scan_at)]
 
 
 class OrderShard:
