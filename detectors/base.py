@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -118,13 +118,20 @@ class Deadlines:
     def any_due(self, now: float) -> bool:
         return bool(self._heap) and self._heap[0][0] <= now
 
-    def due(self, now: float) -> Iterator[tuple[Hashable, float]]:
-        heap, at = self._heap, self._at
+    def due(self, now: float) -> list[tuple[Hashable, float]]:
+        """Remove and return the keys whose time passed, earliest first. A list, so the
+        caller may reschedule while it goes through them; usually empty, and cheap then."""
+        heap = self._heap
+        if not heap or heap[0][0] > now:
+            return []
+        at = self._at
+        out = []
         while heap and heap[0][0] <= now:
             when, key = heapq.heappop(heap)
             if at.get(key) == when:
                 del at[key]
-                yield key, when
+                out.append((key, when))
+        return out
 
     def __len__(self) -> int:
         return len(self._at)
@@ -174,12 +181,12 @@ class AlertBook:
         if not (self._release.any_due(now) or self._holds.any_due(now)):
             return []  # the common case: called for every event, nothing due
         out = []
-        for key, _ in list(self._release.due(now)):
+        for key, _ in self._release.due(now):
             alert = self._proposed.pop(key)
             self._firing[key] = alert
             self._extend_hold(key, alert.starts_at)
             out.append(alert)
-        for key, when in list(self._holds.due(now)):
+        for key, when in self._holds.due(now):
             alert = self.resolve(key, when)
             if alert is not None:
                 out.append(alert)

@@ -49,7 +49,7 @@ class CallbackLost:
 
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
         out = []
-        for order_no, due in list(self._due.due(now)):
+        for order_no, due in self._due.due(now):
             gateway = self._gateway.pop(order_no, "")
             order = orders.get(order_no)
             left = order.left_pending_at if order is not None else None
@@ -63,7 +63,7 @@ class CallbackLost:
                 out.append(alert)
             if left is not None:  # already fixed, later than the deadline
                 self._recovered.schedule(order_no, left)
-        for order_no, _ in list(self._recovered.due(now)):
+        for order_no, _ in self._recovered.due(now):
             order = orders.get(order_no)
             left = order.left_pending_at if order is not None else now
             alert = self._resolve(order_no, left if left is not None else now)

@@ -89,7 +89,7 @@ class DuplicateOrder:
         return []
 
     def advance(self, now: float) -> list[Alert]:
-        for user, _ in list(self._expiry.due(now)):
+        for user, _ in self._expiry.due(now):
             kept = [entry for entry in self._recent[user] if entry[0] + self.window > now]
             if kept:
                 self._recent[user] = kept

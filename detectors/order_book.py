@@ -145,7 +145,7 @@ class OrderBook:
     def expire(self, now: float) -> list[str]:
         """Remove orders that are done with; returns their numbers."""
         gone = []
-        for order_no, _ in list(self._expiry.due(now)):
+        for order_no, _ in self._expiry.due(now):
             order = self.orders.get(order_no)
             if order is None:
                 continue

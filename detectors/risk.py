@@ -229,11 +229,11 @@ class RiskScorer:
 
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
         out = []
-        for order_no, at in list(self._retire.due(now)):
+        for order_no, at in self._retire.due(now):
             alert = self.book.resolve(order_no, at, "order finished")
             if alert is not None:
                 out.append(alert)
-        for order_no, at in list(self._verdicts.due(now)):
+        for order_no, at in self._verdicts.due(now):
             order = orders.get(order_no)
             state = self._orders.get(order_no)
             high = state is not None and state.max_risk >= self.t.risk_high

@@ -61,7 +61,7 @@ class SilentShipment:
 
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
         out = []
-        for key, due in list(self._due.due(now)):
+        for key, due in self._due.due(now):
             waybill = self._waybills[key[0]][key[1]]
             first = waybill.first_scan
             if first is not None and first <= due:
@@ -76,7 +76,7 @@ class SilentShipment:
                 out.append(alert)
             if first is not None:
                 self._scanned.schedule(key, first)
-        for key, _ in list(self._scanned.due(now)):
+        for key, _ in self._scanned.due(now):
             waybill = self._waybills[key[0]][key[1]]
             alert = self._resolve(key, waybill)
             if alert is not None:

@@ -51,7 +51,7 @@ class StuckOrder:
 
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
         out = []
-        for order_no, due in list(self._due.due(now)):
+        for order_no, due in self._due.due(now):
             status, since = self._waiting[order_no]
             alert = self.book.fire(
                 order_no, {"order_no": order_no, "status": status}, due,
