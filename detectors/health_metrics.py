@@ -136,13 +136,24 @@ class HealthMetrics:
     def __init__(self) -> None:
         self.open = Partials()
         self.rare: dict[tuple[str, str, str], int] = {}  # rare count series → last minute
+        self.closed_before: int | None = None  # minutes before this one were emitted
 
     def merge(self, cells: dict) -> None:
+        """Add cells of order shards. A minute already emitted is final: later cells for
+        it are dropped here (they still reached Prometheus)."""
+        if self.closed_before is not None:
+            cells = {k: v for k, v in cells.items() if k[0] >= self.closed_before}
         self.open.merge(cells)
 
     def close(self, now: float) -> list[MetricPoint]:
-        """Emit every minute that ended at or before `now`, with derived ratios and p95s."""
+        """Emit every minute that ended at or before `now`, with derived ratios and p95s.
+
+        Called whenever the watermark moves, many times a minute; only a new minute
+        boundary has anything to emit, so the open cells are not scanned otherwise."""
         last_closed = int(now // MINUTE)  # minutes < this index are complete
+        if self.closed_before is not None and last_closed <= self.closed_before:
+            return []
+        self.closed_before = last_closed
         self._zero_fill(last_closed)
         done: dict[tuple[int, str, str], dict[str, list[float]]] = {}
         for key in [k for k in self.open.cells if k[0] < last_closed]:

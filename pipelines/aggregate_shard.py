@@ -13,7 +13,7 @@ from orderwatch.config import Settings
 from orderwatch.detectors.base import Alert
 from orderwatch.detectors.catalogue import aggregate_detectors
 from orderwatch.detectors.event_time import ReorderBuffer
-from orderwatch.detectors.health_metrics import MINUTE, HealthMetrics, MetricPoint
+from orderwatch.detectors.health_metrics import HealthMetrics, MetricPoint
 from orderwatch.detectors.metric_anomaly import MetricAnomaly
 from orderwatch.pipelines.order_shard import AggregateInput
 from orderwatch.pipelines.watermark import NEVER, MinOfUpstreams
@@ -46,12 +46,7 @@ class AggregateShard:
         for index, key, ts, tiebreak, payload in inp.items:
             if not self.buffer.push(ts, (tiebreak, index, key), (index, key, payload)):
                 out.alerts.extend(detectors[index].learn_one(payload, key))
-        closed_before = int(self.now // MINUTE) if self.now != NEVER else None
-        if closed_before is None:
-            self.metrics.merge(inp.metric_cells)
-        else:  # a minute already emitted is final; later cells only reach Prometheus
-            self.metrics.merge({k: v for k, v in inp.metric_cells.items()
-                                if k[0] >= closed_before})
+        self.metrics.merge(inp.metric_cells)
         self.upstreams.observe(inp.upstream, inp.watermark)
         mark = self.upstreams.watermark()
         if mark > self.now:
