@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -72,7 +75,32 @@ class Recovery:
         return RecoveryConfig(self.directory)
 
 
+# The dataflow keeps hundreds of thousands of long-lived objects (open orders, reorder
+# buffers) and allocates a few dozen containers per event. With Python's default
+# thresholds (700, 10, 10) the cycle collector ran 76 full collections in a 1 M-event
+# replay, a quarter of its time, rescanning live state that only reference counting ever
+# frees. Collections after 100,000 net new containers keep them rare (a 1 M-event replay
+# runs 15, and 15,000 events/s instead of 11,000, with the same peak memory); full
+# collections still come, for what cyclic garbage there is.
+GC_THRESHOLDS = (100_000, 10, 10)
+
+
+@contextmanager
+def gc_thresholds(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> Iterator[None]:
+    previous = gc.get_threshold()
+    gc.set_threshold(*thresholds)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+
+
 def run_flow(flow: Any, cluster: Cluster, recovery: Recovery | None) -> None:
+    with gc_thresholds():
+        _run_flow(flow, cluster, recovery)
+
+
+def _run_flow(flow: Any, cluster: Cluster, recovery: Recovery | None) -> None:
     options: dict[str, Any] = {}
     if recovery is not None:
         options = {"recovery_config": recovery.prepare(),
