@@ -91,7 +91,7 @@ class InstantOrderDetector:
 
 
 class Deadlines:
-    """Event-time timers: schedule a key at a time; `due(now)` yields keys whose time passed.
+    """Event-time timers: schedule a key at a time; `due(now)` returns keys whose time passed.
 
     Rescheduling a key replaces its previous time (old heap entries are skipped lazily).
     Keys due at the same time come out in key order, so the keys of one instance must be

@@ -103,6 +103,7 @@ ORDER BY order_no
     (11, "ALTER TABLE {db}.dead_letters MODIFY TTL toDateTime(received_at) + INTERVAL 30 DAY"),
 )
 
+
 def ticks_ms(ts: float | None) -> int | None:
     """POSIX seconds → a DateTime64(3) value as clickhouse-connect writes ints: as they are.
     Rounded to the microsecond then truncated to the millisecond, as a datetime would be;
