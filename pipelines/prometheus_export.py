@@ -134,9 +134,9 @@ class Exporter(Collector):
                 hist[i] += count
             hist[-1] += total
 
-    def observe_latency(self, alert: str, seconds: float) -> None:
-        self.observe_histogram("orderwatch_alert_latency_seconds", (alert,),
-                               buckets(seconds, LATENCY_BOUNDS_S), seconds)
+    def observe_seconds(self, name: str, labels: tuple[str, ...], seconds: float) -> None:
+        """One observation of a histogram in seconds, bucketed by its `BOUNDS_S`."""
+        self.observe_histogram(name, labels, buckets(seconds, BOUNDS_S[name]), seconds)
 
     def alert_transition(self, alert: str, fingerprint: str, status: str) -> None:
         with self._lock:
@@ -206,7 +206,7 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
-def buckets(seconds: float, bounds: tuple[float, ...] = WRITE_BOUNDS_S) -> list[float]:
+def buckets(seconds: float, bounds: tuple[float, ...]) -> list[float]:
     """One observation as per-bucket counts (non-cumulative, then +Inf)."""
     counts = [0.0] * (len(bounds) + 1)
     for i, bound in enumerate(bounds):

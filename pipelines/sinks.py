@@ -27,7 +27,7 @@ from orderwatch.alerts.outputs import Notifier
 from orderwatch.detectors.base import Alert
 from orderwatch.pipelines.clickhouse_client import Target, connect, write_lock
 from orderwatch.pipelines.clickhouse_schema import COLUMNS
-from orderwatch.pipelines.prometheus_export import Exporter, buckets
+from orderwatch.pipelines.prometheus_export import Exporter
 
 log = logging.getLogger(__name__)
 Rows = tuple[str, list[list[Any]]]
@@ -86,8 +86,8 @@ class _ClickHousePartition(StatefulSinkPartition[Rows, None]):
                 time.sleep(min(30.0, 0.5 * 2 ** attempt))
                 continue
             elapsed = time.perf_counter() - started
-            self.exporter.observe_histogram("orderwatch_clickhouse_write_seconds", (table,),
-                                            buckets(elapsed), elapsed)
+            self.exporter.observe_seconds("orderwatch_clickhouse_write_seconds", (table,),
+                                          elapsed)
             self.exporter.inc("orderwatch_clickhouse_rows_written", (table,), len(rows))
             return
 
@@ -146,7 +146,8 @@ class _AlertPartition(StatefulSinkPartition[Notification, None]):
             notifier.flush()
         emitted = time.time()
         for alert, ingested_at in items:
-            self.exporter.observe_latency(alert.alert, emitted - ingested_at)
+            self.exporter.observe_seconds("orderwatch_alert_latency_seconds", (alert.alert,),
+                                          emitted - ingested_at)
 
     def snapshot(self) -> None:
         """Notifiers flush after every batch; at-least-once, so nothing to remember."""

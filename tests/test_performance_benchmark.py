@@ -17,8 +17,9 @@ from conftest import at, order_event
 def test_latency_quantiles_come_from_the_exported_histogram_like_histogram_quantile():
     exporter = Exporter()
     for seconds in [0.02] * 50 + [0.3] * 40 + [1.8] * 9 + [120.0]:
-        exporter.observe_latency("callback_lost", seconds)
-    exporter.observe_latency("duplicate_order", 0.02)
+        exporter.observe_seconds("orderwatch_alert_latency_seconds", ("callback_lost",),
+                                 seconds)
+    exporter.observe_seconds("orderwatch_alert_latency_seconds", ("duplicate_order",), 0.02)
     body = generate_latest(make_registry(exporter)).decode()
     cumulative = histogram(body, "orderwatch_alert_latency_seconds")
     assert cumulative[-1] == (float("inf"), 101.0)  # summed over both alerts
