@@ -28,6 +28,7 @@ import httpx
 import orjson
 
 from benchmarks.orderwatch_cli import exe, free_ports, orderwatch
+from orderwatch.pipelines.runner import proc_status_kib
 from orderwatch.timestamps import from_rfc3339, to_rfc3339
 
 REPORTS = Path(__file__).with_name("reports")
@@ -36,13 +37,7 @@ TARGETS = {"events_per_s": 100_000, "floor_ratio": 0.35, "bytes_per_open_order":
 
 
 def rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return proc_status_kib("VmRSS", pid) or 0
 
 
 class OverBudget(Exception):

@@ -228,12 +228,18 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
 
 
 def peak_resident_mib() -> float | None:
-    """The process's resident high-water mark so far (Linux's VmHWM), or None elsewhere."""
+    """This process's resident high-water mark so far, or None off Linux."""
+    kib = proc_status_kib("VmHWM")
+    return None if kib is None else kib / 1024
+
+
+def proc_status_kib(field: str, pid: int | str = "self") -> int | None:
+    """A KiB field of Linux's /proc/PID/status (VmRSS, VmHWM); None if there is none."""
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
     except OSError:
         pass
     return None
