@@ -26,6 +26,8 @@ from pathlib import Path
 
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from benchmarks.orderwatch_cli import exe, free_ports, orderwatch
 from orderwatch.pipelines.runner import proc_status_kib
@@ -169,26 +171,25 @@ def latency(work: Path, rate: int, duration_s: int) -> dict:
     cumulative = histogram(body, "orderwatch_alert_latency_seconds")
     count = cumulative[-1][1] if cumulative else 0.0
     assert count, "no alert latency was recorded"
-    events = sum(v for name, v in samples(body) if name.startswith("orderwatch_events_total{"))
+    events = sum(s.value for s in samples(body) if s.name == "orderwatch_events_total")
     return {"rate": rate, "duration_s": duration_s, "events": int(events),
             "alerts": int(count), **{f"p{q}_s": quantile(q / 100, cumulative)
                                      for q in (50, 95, 99)},
             "within_2s": round(dict(cumulative)[2.0] / count, 4)}
 
 
-def samples(body: str) -> list[tuple[str, float]]:
-    return [(line.rsplit(" ", 1)[0], float(line.rsplit(" ", 1)[1]))
-            for line in body.splitlines() if line and not line.startswith("#")]
+def samples(body: str) -> list[Sample]:
+    """Every sample of a /metrics exposition, read by prometheus_client's own parser."""
+    return [s for family in text_string_to_metric_families(body) for s in family.samples]
 
 
 def histogram(body: str, name: str) -> list[tuple[float, float]]:
     """(upper bound, cumulative count) summed over every label set, in bound order."""
     totals: dict[float, float] = {}
-    for series, value in samples(body):
-        found = re.fullmatch(name + r'_bucket\{.*le="([^"]+)"\}', series)
-        if found:
-            bound = float(found.group(1))
-            totals[bound] = totals.get(bound, 0.0) + value
+    for sample in samples(body):
+        if sample.name == name + "_bucket":
+            bound = float(sample.labels["le"])
+            totals[bound] = totals.get(bound, 0.0) + sample.value
     return sorted(totals.items())
 
 
