@@ -171,7 +171,7 @@ def latency(work: Path, rate: int, duration_s: int) -> dict:
     cumulative = histogram(body, "orderwatch_alert_latency_seconds")
     count = cumulative[-1][1] if cumulative else 0.0
     assert count, "no alert latency was recorded"
-    events = sum(s.value for s in samples(body) if s.name == "orderwatch_events_total")
+    events = metric_sum(body, "orderwatch_events_total")
     return {"rate": rate, "duration_s": duration_s, "events": int(events),
             "alerts": int(count), **{f"p{q}_s": quantile(q / 100, cumulative)
                                      for q in (50, 95, 99)},
@@ -181,6 +181,13 @@ def latency(work: Path, rate: int, duration_s: int) -> dict:
 def samples(body: str) -> list[Sample]:
     """Every sample of a /metrics exposition, read by prometheus_client's own parser."""
     return [s for family in text_string_to_metric_families(body) for s in family.samples]
+
+
+def metric_sum(body: str, name: str, **labels: str) -> float:
+    """The sum of a /metrics body's samples called `name` that carry these label values
+    (0 when there are none)."""
+    return sum(s.value for s in samples(body)
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def histogram(body: str, name: str) -> list[tuple[float, float]]:

@@ -16,6 +16,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from benchmarks.performance import metric_sum
+
 from conftest import free_port, free_ports, orderwatch, orderwatch_exe
 from test_replay import TABLES, digests, read_jsonl, replay
 
@@ -165,8 +167,7 @@ def _events_counted(port: int) -> float:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
     except httpx.TransportError:
         return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("orderwatch_events_total{"))
+    return metric_sum(text, "orderwatch_events_total")
 
 
 def test_a_consumer_killed_mid_stream_resumes_to_exactly_the_same_results(

@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.performance import metric_sum
+
 from conftest import free_port, orderwatch
 
 
@@ -49,9 +51,10 @@ def test_run_streams_alerts_serves_metrics_and_stops_on_ctrl_c(tmp_path, promtoo
         names = {line.split("{")[0].split(" ")[0] for line in body.splitlines()
                  if line and not line.startswith("#")}
         assert all(n.startswith("orderwatch_") for n in names if not n.startswith("python_"))
-        latencies = _sample(body, 'orderwatch_alert_latency_seconds_count{alert="callback_lost"}')
-        notified = sum(_sample(body, f'orderwatch_alerts_total{{alert="callback_lost",'
-                                     f'status="{s}"}}') for s in ("firing", "resolved"))
+        latencies = metric_sum(body, "orderwatch_alert_latency_seconds_count",
+                               alert="callback_lost")
+        notified = sum(metric_sum(body, "orderwatch_alerts_total", alert="callback_lost",
+                                  status=s) for s in ("firing", "resolved"))
         assert 1 <= latencies <= notified, "every notification's latency is measured"
         env = {"ORDERWATCH_METRICS_PORT": str(port)}
         for _ in range(15):  # the counter moves at once; the row lands at the next flush (1 s)
@@ -78,14 +81,6 @@ def test_run_streams_alerts_serves_metrics_and_stops_on_ctrl_c(tmp_path, promtoo
     assert after.returncode == 0 and int(after.stdout.split()[-1]) > 0
 
 
-def _sample(body: str, series: str) -> float:
-    """The value of one exposition-format series in a /metrics body (0 when absent)."""
-    for line in body.splitlines():
-        if line.startswith(series + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_a_creeping_gateway_is_flagged_before_the_fixed_threshold(tmp_path):
     """Issue #4: wechatpay's notify failures creep from 1% to 6% over an hour.
 
@@ -100,7 +95,6 @@ def test_a_creeping_gateway_is_flagged_before_the_fixed_threshold(tmp_path):
          "--data", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={"ORDERWATCH_METRICS_PORT": str(port), "PATH": "/usr/bin:/bin",
              "ORDERWATCH_THRESHOLD_METRIC_ANOMALY_WARMUP_POINTS": "60"})
-    fixed = 'orderwatch_alerts_total{alert="callback_failure_rate",status="firing"}'
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
@@ -109,7 +103,8 @@ def test_a_creeping_gateway_is_flagged_before_the_fixed_threshold(tmp_path):
                 body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
             except httpx.TransportError:
                 continue
-            if _sample(body, fixed) > 0:
+            if metric_sum(body, "orderwatch_alerts_total", alert="callback_failure_rate",
+                          status="firing") > 0:
                 break
     finally:
         proc.send_signal(signal.SIGINT)
