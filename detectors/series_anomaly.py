@@ -3,9 +3,11 @@
 Three signals, each cheap enough for a few microseconds a point, folded into one score
 in [0, 1]:
 
-- **range** (score 1.0): after a warm-up, a value beyond every value seen so far. Most
-  failures of a health series begin as a level nobody has seen (a success ratio below
-  its worst minute so far, a wait above its longest).
+- **range** (score 1.0): after a warm-up, a value beyond every value seen so far by more
+  than `margin` of the range. Most failures of a health series begin as a level nobody
+  has seen (a success ratio below its worst minute so far, a wait above its longest).
+  A value that passes the record by a hair is the same level, not a new one; it is
+  judged like any value inside the range.
 - **gap** (0.99): the value, quantized on the range seen so far into `bins` levels, lands
   in a level never visited, reached from a level it never came from. It catches a value
   inside the range where the series never goes: between the two states of a bimodal
@@ -33,12 +35,14 @@ RESTING = 0.5
 
 
 class SeriesAnomaly:
-    __slots__ = ("_last", "_m", "_v", "_z_half", "alpha", "bins", "hi", "lo", "n", "order",
-                 "quiet", "rest", "seen", "warmup")
+    __slots__ = ("_last", "_m", "_v", "_z_half", "alpha", "bins", "hi", "lo", "margin", "n",
+                 "order", "quiet", "rest", "seen", "warmup")
 
     def __init__(self, bins: int = 16, order: int = 2, alpha: float = 0.05,
-                 warmup: int = 150, rest: int = 30, z_half: float = 5.0) -> None:
+                 warmup: int = 150, rest: int = 30, z_half: float = 5.0,
+                 margin: float = 0.005) -> None:
         self.bins = bins
+        self.margin = margin
         self.order = order
         self.alpha = alpha
         self.warmup = warmup
@@ -70,7 +74,8 @@ class SeriesAnomaly:
         if self.n < self.warmup:
             return 0.0
         lo, hi = self.lo, self.hi
-        if x > hi or x < lo:
+        margin = self.margin * (hi - lo)
+        if x > hi + margin or x < lo - margin:
             score = RANGE
         else:
             level = self._level(x, lo, hi)
