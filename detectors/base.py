@@ -90,10 +90,17 @@ class InstantOrderDetector:
         return []
 
 
+STALE_SLACK = 1024  # stale heap entries tolerated beyond the live ones before a rebuild
+
+
 class Deadlines:
     """Event-time timers: schedule a key at a time; `due(now)` returns keys whose time passed.
 
-    Rescheduling a key replaces its previous time (old heap entries are skipped lazily).
+    Rescheduling a key replaces its previous time. Old heap entries are skipped lazily, and
+    the heap is rebuilt from the live times once stale entries outnumber them (as asyncio
+    does with cancelled timers): an order rescheduled when it finishes would otherwise
+    leave its 14-day idle entry behind for 14 days.
+
     Keys due at the same time come out in key order, so the keys of one instance must be
     comparable with each other (strings, tuples of strings); no sequence number is kept,
     as every open order has entries here (memory per open order, issue #8).
@@ -108,12 +115,20 @@ class Deadlines:
     def schedule(self, key: Hashable, at: float) -> None:
         self._at[key] = at
         heapq.heappush(self._heap, (at, key))
+        if len(self._heap) > 2 * len(self._at) + STALE_SLACK:
+            self._compact()
 
     def when(self, key: Hashable) -> float | None:
         return self._at.get(key)
 
     def cancel(self, key: Hashable) -> None:
-        self._at.pop(key, None)
+        if self._at.pop(key, None) is not None and len(self._heap) > (
+                2 * len(self._at) + STALE_SLACK):
+            self._compact()
+
+    def _compact(self) -> None:
+        self._heap = [(at, key) for key, at in self._at.items()]
+        heapq.heapify(self._heap)
 
     def any_due(self, now: float) -> bool:
         return bool(self._heap) and self._heap[0][0] <= now

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from orderwatch.config import PipelineSettings, Settings
-from orderwatch.detectors.base import LEFT_MEMORY
+from orderwatch.detectors.base import LEFT_MEMORY, STALE_SLACK, Deadlines
 from orderwatch.detectors.order_book import OrderBook
 from orderwatch.events import Event
 from orderwatch.pipelines.order_shard import OrderShard, ShardInput
@@ -59,6 +59,24 @@ def test_finished_orders_leave_memory_after_retention_idle_ones_after_max_idle()
     assert book.expire(T0 + 47 * HOUR) == []
     assert book.expire(T0 + 48 * HOUR) == ["S1"]
     assert len(book) == 0
+
+
+def test_rescheduled_and_cancelled_timers_do_not_pile_up():
+    # every finished order is rescheduled once (idle limit → retention); the entries it
+    # leaves behind must not wait in the heap for the idle limit
+    d = Deadlines()
+    for i in range(20_000):
+        d.schedule(f"O{i:05d}", 14 * 24 * HOUR + i)
+        d.schedule(f"O{i:05d}", HOUR + i)
+        if i % 2:
+            d.cancel(f"O{i:05d}")
+    assert len(d) == 10_000
+    assert len(d._heap) <= 2 * len(d) + STALE_SLACK
+    due = d.due(HOUR + 100)
+    assert due == [(f"O{i:05d}", HOUR + i) for i in range(0, 101, 2)]
+    assert d.due(14 * 24 * HOUR + 30_000) == [(f"O{i:05d}", HOUR + i)
+                                               for i in range(102, 20_000, 2)]
+    assert len(d) == 0
 
 
 def test_an_order_finished_and_expired_in_one_step_still_reports_its_last_state():
