@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from orderwatch.config import PipelineSettings, Settings
 from orderwatch.detectors.base import LEFT_MEMORY, STALE_SLACK, Deadlines
-from orderwatch.detectors.order_book import OrderBook
+from orderwatch.detectors.order_book import OrderBook, has_digest
 from orderwatch.events import Event
 from orderwatch.pipelines.order_shard import OrderShard, ShardInput
 from orderwatch.pipelines.watermark import NEVER, MinOfUpstreams, WatermarkTracker
@@ -47,6 +47,13 @@ def test_book_drops_redeliveries_and_tracks_status_by_event_time():
     late = order_event("B1", 30, "status_sync", "pending_payment")
     order, fresh = book.apply(late)
     assert fresh and order.status == "paid" and order.left_pending_at == T0 + 60
+
+
+def test_a_seen_digest_must_be_one_whole_record():
+    seen = b"AAAAAAAA" + b"BBBBBBBB"
+    assert has_digest(seen, b"BBBBBBBB") and has_digest(seen, b"AAAAAAAA")
+    assert not has_digest(seen, b"AAAABBBB")  # straddles the two records
+    assert not has_digest(b"xAAAAAAAA" + b"yyyyyyy", b"AAAAAAAA")
 
 
 def test_finished_orders_leave_memory_after_retention_idle_ones_after_max_idle():
