@@ -156,15 +156,6 @@ class _Context:
         return min(1.0, self.silent.get(carrier or "", 0) / max(20, shipped))
 
 
-class _OrderRisk:
-    __slots__ = ("fired", "last_risk", "max_risk")
-
-    def __init__(self) -> None:
-        self.fired = 0  # bit i: ORDER_ALERTS[i] fired (a set costs 216 bytes per order)
-        self.last_risk = -1.0
-        self.max_risk = 0.0
-
-
 class RiskScorer:
     name = "order_risk_high"
 
@@ -175,7 +166,6 @@ class RiskScorer:
         self.language = language
         self.book = AlertBook(self.name, "warning")
         self.context = _Context(thresholds.callback_failure_window_s)
-        self._orders: dict[str, _OrderRisk] = {}
         self._notify_failures: dict[str, int] = {}
         self._verdicts = Deadlines()
         self._retire = Deadlines()  # finished orders: resolve their alert after a while
@@ -217,8 +207,8 @@ class RiskScorer:
             order_no = alert.labels.get("order_no")
             if order_no is None or alert.alert not in ORDER_ALERTS:
                 continue
-            if alert.status == "firing":
-                self._state(order_no).fired |= _ALERT_BIT[alert.alert]
+            if alert.status == "firing" and order_no in orders:
+                orders[order_no].risk_fired |= _ALERT_BIT[alert.alert]
             at = alert.starts_at if alert.ends_at is None else alert.ends_at
             touched[order_no] = max(at, touched.get(order_no, at))
         for order_no, at in touched.items():
@@ -235,14 +225,12 @@ class RiskScorer:
                 out.append(alert)
         for order_no, at in self._verdicts.due(now):
             order = orders.get(order_no)
-            state = self._orders.get(order_no)
-            high = state is not None and state.max_risk >= self.t.risk_high
             if order is not None and order.channel:
+                high = order.risk_max >= self.t.risk_high
                 self.verdicts.append((at, order_no, order.channel, high))
         return out
 
     def forget(self, order_no: str) -> None:
-        self._orders.pop(order_no, None)
         self._notify_failures.pop(order_no, None)
         self._verdicts.cancel(order_no)
         self._retire.cancel(order_no)
@@ -255,8 +243,7 @@ class RiskScorer:
     # --- scoring --------------------------------------------------------------------------
 
     def features(self, order: OrderState, now: float) -> list[float]:
-        state = self._orders.get(order.order_no)
-        fired = state.fired if state is not None else 0
+        fired = order.risk_fired
         x = [1.0 if fired >> i & 1 else 0.0 for i in range(len(ORDER_ALERTS))] if fired \
             else [0.0] * len(ORDER_ALERTS)
         t = self.t
@@ -281,16 +268,16 @@ class RiskScorer:
         if self.model is None:
             return []
         risk, contributions = self.model.score(x)
-        state = self._state(order.order_no)
-        state.max_risk = max(state.max_risk, risk)
+        if risk > order.risk_max:
+            order.risk_max = risk
         key = order.order_no
         # reasons are worded only for what is written: most scores change by less than a
         # point and go nowhere
         reasons = None
-        if abs(risk - state.last_risk) >= 1.0 or order.finished_at is not None:
-            state.last_risk = risk
+        if abs(risk - order.risk_written) >= 1.0 or order.finished_at is not None:
+            order.risk_written = risk
             reasons = _top_reasons(contributions)
-            self.rows.append([key, round(risk, 1), round(state.max_risk, 1),
+            self.rows.append([key, round(risk, 1), round(order.risk_max, 1),
                               self._texts(reasons, order, now, x, self.language),
                               [f.reason for f in reasons], order.channel or "", now])
         out = []
@@ -319,12 +306,6 @@ class RiskScorer:
             return []
         values = _reason_values(order, now, x, self._notify_failures.get(order.order_no, 0))
         return [(f.zh if language == "zh" else f.en).format(**values) for f in reasons]
-
-    def _state(self, order_no: str) -> _OrderRisk:
-        state = self._orders.get(order_no)
-        if state is None:
-            state = self._orders[order_no] = _OrderRisk()
-        return state
 
 
 def _top_reasons(contributions: list[tuple[float, int]], top: int = 3) -> list[Feature]:
