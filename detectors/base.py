@@ -146,6 +146,8 @@ class Deadlines:
             if at.get(key) == when:
                 del at[key]
                 out.append((key, when))
+        if len(heap) > 2 * len(at) + STALE_SLACK:
+            self._compact()
         return out
 
     def __len__(self) -> int:

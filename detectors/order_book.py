@@ -8,9 +8,10 @@ orders leave memory: a finished order after `finished_retention_s` of quiet even
 from __future__ import annotations
 
 import hashlib
+import heapq
 import sys
 
-from orderwatch.detectors.base import Deadlines
+from orderwatch.detectors.base import STALE_SLACK
 from orderwatch.engine import state_machine as sm
 from orderwatch.events import Event, parse_timestamp
 
@@ -150,7 +151,10 @@ class OrderBook:
         self.orders: dict[str, OrderState] = {}
         self.retention = finished_retention_s
         self.max_idle = max_idle_s
-        self._expiry = Deadlines()
+        # (not before, order_no), a heap: each entry is checked against its order when it
+        # comes due, so the heap needs no index of its own (Deadlines keeps one: ~56 bytes
+        # per open order, issue #8)
+        self._expiry: list[tuple[float, str]] = []
         self._dirty: dict[str, OrderState] = {}
 
     def apply(self, event: Event) -> tuple[OrderState, bool]:
@@ -159,32 +163,48 @@ class OrderBook:
         digest = event_digest(event.event_id)
         if order is None:
             order = self.orders[event.order_no] = OrderState(event.order_no)
-            self._expiry.schedule(event.order_no, event.ts + self.max_idle)
+            self._schedule(event.order_no, event.ts + self.max_idle)
         elif has_digest(order.seen, digest):
             return order, False
         order.seen += digest
         was_finished = order.finished_at is not None
         order.apply(event)
         if order.finished_at is not None and not was_finished:
-            self._expiry.schedule(order.order_no, order.finished_at + self.retention)
+            self._schedule(order.order_no, order.finished_at + self.retention)
         self._dirty[order.order_no] = order
         return order, True
 
     def expire(self, now: float) -> list[str]:
-        """Remove orders that are done with; returns their numbers."""
-        gone = []
-        for order_no, _ in self._expiry.due(now):
+        """Remove orders that are done with; returns their numbers, by when they went quiet."""
+        gone: list[tuple[float, str]] = []
+        while self._expiry and self._expiry[0][0] <= now:
+            _, order_no = heapq.heappop(self._expiry)
             order = self.orders.get(order_no)
-            if order is None:
+            if order is None:  # left already: the entry was stale
                 continue
-            quiet_until = order.last_event_at + (
-                self.retention if order.finished_at is not None else self.max_idle)
+            quiet_until = self._quiet_until(order)
             if quiet_until > now:
-                self._expiry.schedule(order_no, quiet_until)
+                self._schedule(order_no, quiet_until)
                 continue
             del self.orders[order_no]
-            gone.append(order_no)
-        return gone
+            gone.append((quiet_until, order_no))
+        self._compact_if_stale()
+        gone.sort()
+        return [order_no for _, order_no in gone]
+
+    def _quiet_until(self, order: OrderState) -> float:
+        return order.last_event_at + (
+            self.retention if order.finished_at is not None else self.max_idle)
+
+    def _schedule(self, order_no: str, at: float) -> None:
+        heapq.heappush(self._expiry, (at, order_no))
+        self._compact_if_stale()
+
+    def _compact_if_stale(self) -> None:
+        if len(self._expiry) > 2 * len(self.orders) + STALE_SLACK:
+            # mostly stale entries (orders that finished, or left): one per order is enough
+            self._expiry = [(self._quiet_until(o), n) for n, o in self.orders.items()]
+            heapq.heapify(self._expiry)
 
     def drain_changed(self) -> list[OrderState]:
         changed = list(self._dirty.values())

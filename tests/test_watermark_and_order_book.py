@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from orderwatch.config import PipelineSettings, Settings
+from orderwatch.detectors import order_book
 from orderwatch.detectors.base import LEFT_MEMORY, STALE_SLACK, Deadlines
 from orderwatch.detectors.order_book import OrderBook, has_digest
 from orderwatch.events import Event
@@ -84,6 +89,39 @@ def test_rescheduled_and_cancelled_timers_do_not_pile_up():
     assert d.due(14 * 24 * HOUR + 30_000) == [(f"O{i:05d}", HOUR + i)
                                                for i in range(102, 20_000, 2)]
     assert len(d) == 0
+
+
+@pytest.mark.parametrize("slack", [STALE_SLACK, 8])
+def test_orders_leave_when_they_went_quiet_whatever_the_expiry_calls(slack, monkeypatch):
+    # a model of the rule (quiet for the retention once finished, for the idle limit
+    # otherwise) against the book, with expiry checked at irregular times; a small
+    # slack makes the book rebuild its heap often
+    monkeypatch.setattr(order_book, "STALE_SLACK", slack)
+    rng = random.Random(11)
+    idle = 48 * HOUR  # long beside the retention: finished orders leave stale entries
+    book = OrderBook(finished_retention_s=HOUR, max_idle_s=idle)
+    last: dict[str, tuple[float, bool]] = {}  # order → (last event offset, finished)
+    now = 0.0
+    for step in range(4000):
+        now += rng.uniform(0, 120)
+        no = f"Q{rng.randrange(600):03d}"
+        if no not in book.orders:
+            book.apply(order_event(no, now, "create", "pending_payment"))
+            last[no] = (now, False)
+        elif not last[no][1]:
+            done = rng.random() < 0.5
+            book.apply(order_event(no, now, "cancel" if done else "status_sync",
+                                   "cancelled" if done else "pending_payment"))
+            last[no] = (now, done)
+        if step % rng.choice((1, 7, 50)) == 0:
+            due = sorted((t + (HOUR if done else idle), n)
+                         for n, (t, done) in last.items() if t + (HOUR if done else idle)
+                         <= now)
+            assert book.expire(T0 + now) == [n for _, n in due]
+            for _, n in due:
+                del last[n]
+        assert len(book._expiry) <= 2 * len(book) + slack
+    assert set(book.orders) == set(last)
 
 
 def test_an_order_finished_and_expired_in_one_step_still_reports_its_last_state():
