@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -93,6 +93,12 @@ class InstantOrderDetector:
 STALE_SLACK = 1024  # stale heap entries tolerated beyond the live ones before a rebuild
 
 
+def mostly_stale(heap: Sized, live: int) -> bool:
+    """Whether a heap cleaned lazily (`Deadlines`, the order book's expiry) holds more stale
+    entries than live ones, beyond the slack: then rebuilding it from the live ones pays."""
+    return len(heap) > 2 * live + STALE_SLACK
+
+
 class Deadlines:
     """Event-time timers: schedule a key at a time; `due(now)` returns keys whose time passed.
 
@@ -115,20 +121,19 @@ class Deadlines:
     def schedule(self, key: Hashable, at: float) -> None:
         self._at[key] = at
         heapq.heappush(self._heap, (at, key))
-        if len(self._heap) > 2 * len(self._at) + STALE_SLACK:
-            self._compact()
+        self._compact_if_stale()
 
     def when(self, key: Hashable) -> float | None:
         return self._at.get(key)
 
     def cancel(self, key: Hashable) -> None:
-        if self._at.pop(key, None) is not None and len(self._heap) > (
-                2 * len(self._at) + STALE_SLACK):
-            self._compact()
+        if self._at.pop(key, None) is not None:
+            self._compact_if_stale()
 
-    def _compact(self) -> None:
-        self._heap = [(at, key) for key, at in self._at.items()]
-        heapq.heapify(self._heap)
+    def _compact_if_stale(self) -> None:
+        if mostly_stale(self._heap, len(self._at)):
+            self._heap = [(at, key) for key, at in self._at.items()]
+            heapq.heapify(self._heap)
 
     def any_due(self, now: float) -> bool:
         return bool(self._heap) and self._heap[0][0] <= now
@@ -146,8 +151,7 @@ class Deadlines:
             if at.get(key) == when:
                 del at[key]
                 out.append((key, when))
-        if len(heap) > 2 * len(at) + STALE_SLACK:
-            self._compact()
+        self._compact_if_stale()
         return out
 
     def __len__(self) -> int:

@@ -11,7 +11,7 @@ import hashlib
 import heapq
 import sys
 
-from orderwatch.detectors.base import STALE_SLACK
+from orderwatch.detectors.base import mostly_stale
 from orderwatch.engine import state_machine as sm
 from orderwatch.events import Event, parse_timestamp
 
@@ -201,7 +201,7 @@ class OrderBook:
         self._compact_if_stale()
 
     def _compact_if_stale(self) -> None:
-        if len(self._expiry) > 2 * len(self.orders) + STALE_SLACK:
+        if mostly_stale(self._expiry, len(self.orders)):
             # mostly stale entries (orders that finished, or left): one per order is enough
             self._expiry = [(self._quiet_until(o), n) for n, o in self.orders.items()]
             heapq.heapify(self._expiry)

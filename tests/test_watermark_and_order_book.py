@@ -5,7 +5,7 @@ import random
 import pytest
 
 from orderwatch.config import PipelineSettings, Settings
-from orderwatch.detectors import order_book
+from orderwatch.detectors import base
 from orderwatch.detectors.base import LEFT_MEMORY, STALE_SLACK, Deadlines
 from orderwatch.detectors.order_book import OrderBook, has_digest
 from orderwatch.events import Event
@@ -96,7 +96,7 @@ def test_orders_leave_when_they_went_quiet_whatever_the_expiry_calls(slack, monk
     # a model of the rule (quiet for the retention once finished, for the idle limit
     # otherwise) against the book, with expiry checked at irregular times; a small
     # slack makes the book rebuild its heap often
-    monkeypatch.setattr(order_book, "STALE_SLACK", slack)
+    monkeypatch.setattr(base, "STALE_SLACK", slack)
     rng = random.Random(11)
     idle = 48 * HOUR  # long beside the retention: finished orders leave stale entries
     book = OrderBook(finished_retention_s=HOUR, max_idle_s=idle)
