@@ -11,9 +11,7 @@ import contextlib
 import json
 import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -28,7 +26,7 @@ from orderwatch.pipelines.clickhouse_client import connect, parse_dsn
 from orderwatch.pipelines.runner import execute
 from orderwatch.pipelines.sources import JsonlSource
 
-from conftest import REPO, free_port, orderwatch
+from conftest import REPO, free_port, orderwatch, orderwatch_exe
 
 RULES = REPO / "dashboards" / "prometheus" / "rules.yml"
 VARIABLES = {
@@ -122,7 +120,7 @@ def prometheus(tmp_path_factory):
         "rule_files": [str(d / "rules.yml")],
         "scrape_configs": [{"job_name": "orderwatch",
                             "static_configs": [{"targets": [f"127.0.0.1:{ow_port}"]}]}]}))
-    exe = str(Path(sys.executable).with_name("orderwatch"))
+    exe = orderwatch_exe()
     log = (d / "orderwatch.log").open("w")
     ow = subprocess.Popen([exe, "run", "--rate", "5000", "--data", str(d / "data"),
                            "--seed", "9"], stdout=log, stderr=subprocess.STDOUT,

@@ -5,16 +5,14 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from benchmarks.performance import metric_sum
 
-from conftest import free_port, orderwatch
+from conftest import free_port, orderwatch, orderwatch_exe
 
 
 @pytest.fixture
@@ -26,7 +24,7 @@ def promtool() -> str:
 
 def test_run_streams_alerts_serves_metrics_and_stops_on_ctrl_c(tmp_path, promtool):
     port = free_port()
-    exe = str(Path(sys.executable).with_name("orderwatch"))
+    exe = orderwatch_exe()
     proc = subprocess.Popen(
         [exe, "-v", "run", "--rate", "2000", "--data", str(tmp_path / "data"), "--seed", "5"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -88,7 +86,7 @@ def test_a_creeping_gateway_is_flagged_before_the_fixed_threshold(tmp_path):
     run to about a minute; the README quotes the same run with default settings.
     """
     port, data, after_min = free_port(), tmp_path / "data", 90
-    exe = str(Path(sys.executable).with_name("orderwatch"))
+    exe = orderwatch_exe()
     proc = subprocess.Popen(
         [exe, "run", "--faults", "gateway_degrading", "--faults-after", str(after_min),
          "--orders-per-minute", "700", "--rate", "500000", "--seed", "11",
