@@ -16,7 +16,9 @@ Each closed minute of a watched series (metric, dimension, value) goes through t
 3. **`SeriesAnomaly`**, the detector scored on NAB, on the smoothed level: the minute
    fires only if that level is one the series has not seen (range) or never visits (gap).
    Traffic that rises every morning has been seen before; a gateway failing more every
-   minute has not.
+   minute has not. The detector's shape signal (a block-to-block move never made) does
+   not fire the alert: it learns a series' moves over hundreds of blocks, and a series
+   armed after a few hours has seen a few dozen, so it would call ordinary moves new.
 
 A series arms only after `metric_anomaly_warmup_points` minutes in a row within the
 chart's limits, and `SeriesAnomaly` knows only those minutes: the two phases of

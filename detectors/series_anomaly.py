@@ -1,6 +1,6 @@
 """An online anomaly detector for one numeric series: one pass, no look-ahead, bounded memory.
 
-Three signals, each cheap enough for a few microseconds a point, folded into one score
+Four signals, each cheap enough for a few microseconds a point, folded into one score
 in [0, 1]:
 
 - **range** (score 1.0): after a warm-up, a value beyond every value seen so far by more
@@ -13,10 +13,17 @@ in [0, 1]:
   inside the range where the series never goes: between the two states of a bimodal
   series, a dip halfway down. The table of level sequences holds at most
   bins + bins**order entries.
+- **shape** (0.98): the series is cut into blocks of `block` points; each block's mean,
+  quantized on the range into `shape_bins` levels, and the previous block's make a move.
+  A move far from every move seen before (no known move within one level on either
+  side) is a shape the series never had: a flat stretch where it always swings, a
+  daily peak that does not come, a slow climb no block ever made. It sees what a single
+  point cannot, and the tolerance of one level keeps a move that merely crosses a level
+  boundary from counting as new. The table holds at most shape_bins**2 moves.
 - **jump** (below 0.9): the distance from an exponentially weighted mean in units of the
   weighted standard deviation, squashed as z / (z + 5).
 
-After a range or gap detection, the next `rest` points score at most 0.5, so one
+After a range, gap or shape detection, the next `rest` points score at most 0.5, so one
 incident raises one detection rather than a burst.
 
 `score_one(x)` judges a point without learning it; `learn_one(x)` learns it (River's
@@ -30,18 +37,22 @@ import math
 
 RANGE = 1.0
 GAP = 0.99
+SHAPE = 0.98
 JUMP_CEILING = 0.9
 RESTING = 0.5
 
 
 class SeriesAnomaly:
-    __slots__ = ("_last", "_m", "_v", "_z_half", "alpha", "bins", "hi", "lo", "margin", "n",
-                 "order", "quiet", "rest", "seen", "warmup")
+    __slots__ = ("_block_n", "_block_sum", "_last", "_last_block", "_m", "_v", "_z_half",
+                 "alpha", "bins", "block", "hi", "lo", "margin", "moves", "n", "order", "quiet",
+                 "rest", "seen", "shape_bins", "warmup")
 
     def __init__(self, bins: int = 16, order: int = 2, alpha: float = 0.05,
                  warmup: int = 150, rest: int = 30, z_half: float = 5.0,
-                 margin: float = 0.005) -> None:
+                 margin: float = 0.005, block: int = 12, shape_bins: int = 24) -> None:
         self.bins = bins
+        self.block = block
+        self.shape_bins = shape_bins
         self.margin = margin
         self.order = order
         self.alpha = alpha
@@ -55,6 +66,10 @@ class SeriesAnomaly:
         self._v = 0.0
         self._last: tuple[int, ...] = ()  # the latest order-1 levels
         self.seen: dict[tuple[int, ...], int] = {}
+        self._block_sum = 0.0
+        self._block_n = 0
+        self._last_block = -1  # the previous block's level, -1 before the first block
+        self.moves: set[tuple[int, int]] = set()  # (previous block's level, this block's)
         self.quiet = 0
 
     @property
@@ -62,12 +77,26 @@ class SeriesAnomaly:
         """What the detector expected next: the weighted mean."""
         return self._m
 
-    def _level(self, x: float, lo: float, hi: float) -> int:
+    @staticmethod
+    def _level(x: float, lo: float, hi: float, bins: int) -> int:
         span = hi - lo
         if span <= 0:
             return 0
-        level = int((x - lo) / span * self.bins + 1e-9)  # rounding error at a boundary
-        return min(max(level, 0), self.bins - 1)
+        level = int((x - lo) / span * bins + 1e-9)  # rounding error at a boundary
+        return min(max(level, 0), bins - 1)
+
+    def _move(self, x: float) -> tuple[int, int] | None:
+        """The block-to-block move `x` completes, if it ends a block after the first."""
+        if self._block_n + 1 < self.block or self._last_block < 0:
+            return None
+        mean = (self._block_sum + x) / self.block
+        level = self._level(mean, min(self.lo, x), max(self.hi, x), self.shape_bins)
+        return self._last_block, level
+
+    def _new_move(self, move: tuple[int, int]) -> bool:
+        a, b = move
+        moves = self.moves
+        return not any((a + da, b + db) in moves for da in (-1, 0, 1) for db in (-1, 0, 1))
 
     def score_one(self, x: float) -> float:
         """The anomaly score of `x` as the next point, in [0, 1]; learns nothing."""
@@ -78,11 +107,14 @@ class SeriesAnomaly:
         if x > hi + margin or x < lo - margin:
             score = RANGE
         else:
-            level = self._level(x, lo, hi)
+            level = self._level(x, lo, hi, self.bins)
             grams = (*self._last, level)
             novel = all(grams[i:] not in self.seen for i in range(len(grams)))
+            move = self._move(x)
             if novel and len(grams) == self.order:  # the level and the step both new
                 score = GAP
+            elif move is not None and self._new_move(move):
+                score = SHAPE
             else:
                 z = self.deviation(x)
                 score = JUMP_CEILING * z / (z + self._z_half)
@@ -98,7 +130,18 @@ class SeriesAnomaly:
             self.lo = x
         if x > self.hi:
             self.hi = x
-        level = self._level(x, self.lo, self.hi)
+        move = self._move(x)
+        self._block_sum += x
+        self._block_n += 1
+        if self._block_n == self.block:
+            if move is not None:
+                self.moves.add(move)
+            mean = self._block_sum / self.block
+            self._last_block = self._level(mean, min(self.lo, x), max(self.hi, x),
+                                           self.shape_bins)
+            self._block_sum = 0.0
+            self._block_n = 0
+        level = self._level(x, self.lo, self.hi, self.bins)
         grams = (*self._last, level)
         seen = self.seen
         for i in range(len(grams)):
@@ -112,11 +155,11 @@ class SeriesAnomaly:
         self._v = (1 - self.alpha) * (self._v + self.alpha * d * d)
 
     def update(self, x: float) -> float:
-        """Score `x`, then learn it; starts a rest period after a range or gap hit."""
+        """Score `x`, then learn it; starts a rest period after a range, gap or shape hit."""
         score = self.score_one(x)
         if self.quiet:
             self.quiet -= 1
-        elif score >= GAP:
+        elif score >= SHAPE:
             self.quiet = self.rest
         self.learn_one(x)
         return score

@@ -59,7 +59,7 @@ def run(corpus: Path) -> dict:
                                  "threshold": nab_way.threshold,
                                  "exact_score": round(exact.normalized, 1),
                                  "exact_threshold": exact.threshold}
-    return {"detector": "SeriesAnomaly (range + shape + jump, detectors/series_anomaly.py)",
+    return {"detector": "SeriesAnomaly (range + gap + shape + jump, detectors/series_anomaly.py)",
             "files": len(files), "windows": sum(len(f.windows) for f in files),
             "points": points, "points_per_second": round(points / seconds),
             "python": platform.python_version(), "machine": platform.machine(),
