@@ -191,13 +191,22 @@ class HealthMetrics:
 
 
 def quantile(histogram: list[float], q: float) -> float:
-    """Upper bound (ms) of the histogram bucket holding the q-quantile."""
+    """The q-quantile (ms) of a wait histogram, interpolated linearly inside its bucket as
+    Prometheus's histogram_quantile does; inf beyond the last bound.
+
+    A bucket's upper bound alone would turn a steady p95 of 47 ms into a series flipping
+    between 50 and 100 from minute to minute.
+    """
     total = sum(histogram)
     if not total:
         return math.nan
+    rank = q * total
     seen = 0.0
     for i, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            if i >= len(WAIT_BOUNDS_MS):
+                return math.inf
+            lower = float(WAIT_BOUNDS_MS[i - 1]) if i else 0.0
+            return lower + (WAIT_BOUNDS_MS[i] - lower) * (rank - seen) / count
         seen += count
-        if seen >= q * total:
-            return float(WAIT_BOUNDS_MS[i]) if i < len(WAIT_BOUNDS_MS) else math.inf
     return math.inf
