@@ -8,10 +8,10 @@ The same partials feed the Prometheus counters.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from orderwatch.detectors import wait_histogram
 from orderwatch.detectors.callback_health import notify_failed
 from orderwatch.detectors.lock_contention import lock_family
 from orderwatch.events import Event
@@ -21,8 +21,6 @@ MINUTE = 60
 # duplicate is a detector's verdict). Once such a series has appeared, a minute without
 # one is a zero, not a gap, so charts and `metric_anomaly` see the quiet minutes too.
 RARE_COUNTS = frozenset({"dead_letters", "duplicate_ship_requests"})
-# Wait histogram bounds in milliseconds, shared with the Prometheus histogram.
-WAIT_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +69,6 @@ def measure(event: Event) -> Iterator[tuple[str, str, str, float]]:
         yield "lock_wait_ms", "lock_family", family, float(lock["wait_ms"])
 
 
-def wait_bucket(wait_ms: float) -> int:
-    for i, bound in enumerate(WAIT_BOUNDS_MS):
-        if wait_ms <= bound:
-            return i
-    return len(WAIT_BOUNDS_MS)
-
-
 class Partials:
     """A batch's measurements summed per (minute, metric, dimension, value).
 
@@ -97,8 +88,8 @@ class Partials:
             if metric == "lock_wait_ms":  # bucket counts, then the sum of waits
                 hist = cells.get(key)
                 if hist is None:
-                    hist = cells[key] = [0.0] * (len(WAIT_BOUNDS_MS) + 2)
-                hist[wait_bucket(amount)] += 1
+                    hist = cells[key] = [0.0] * (wait_histogram.WIDTH + 1)
+                hist[wait_histogram.bucket(amount)] += 1
                 hist[-1] += amount
             else:
                 cells[key] = cells.get(key, [0.0])
@@ -165,7 +156,7 @@ class HealthMetrics:
             for metric, values in metrics.items():
                 if metric == "lock_wait_ms":
                     points.append(MetricPoint(at, "lock_wait_p95_ms", dim, value,
-                                              quantile(values[:-1], 0.95)))
+                                              wait_histogram.quantile(values[:-1], 0.95)))
                 else:
                     points.append(MetricPoint(at, metric, dim, value, values[0]))
             sent = metrics.get("callback_notifications")
@@ -188,25 +179,3 @@ class HealthMetrics:
             for minute in range(last + 1, last_closed):
                 cells.setdefault((minute, metric, dim, value), [0.0])
             self.rare[(metric, dim, value)] = max(last, last_closed - 1)
-
-
-def quantile(histogram: list[float], q: float) -> float:
-    """The q-quantile (ms) of a wait histogram, interpolated linearly inside its bucket as
-    Prometheus's histogram_quantile does; inf beyond the last bound.
-
-    A bucket's upper bound alone would turn a steady p95 of 47 ms into a series flipping
-    between 50 and 100 from minute to minute.
-    """
-    total = sum(histogram)
-    if not total:
-        return math.nan
-    rank = q * total
-    seen = 0.0
-    for i, count in enumerate(histogram):
-        if count and seen + count >= rank:
-            if i >= len(WAIT_BOUNDS_MS):
-                return math.inf
-            lower = float(WAIT_BOUNDS_MS[i - 1]) if i else 0.0
-            return lower + (WAIT_BOUNDS_MS[i] - lower) * (rank - seen) / count
-        seen += count
-    return math.inf

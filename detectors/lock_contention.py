@@ -8,9 +8,8 @@ acquisitions, mean contention (a hot or too coarse key).
 
 from __future__ import annotations
 
-import math
-
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
+from orderwatch.detectors import wait_histogram
 from orderwatch.detectors.base import Alert, AlertBook, InstantOrderDetector
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.detectors.sliding_window import SlidingCounts
@@ -50,10 +49,6 @@ class LockTtlOverrun(InstantOrderDetector):
         return []
 
 
-# Log-spaced wait buckets (ms) to estimate the p95 that alerts report.
-_WAIT_BOUNDS = tuple(round(1.5 ** i, 1) for i in range(1, 26))  # 1.5 ms … 25 s
-
-
 class LockContention:
     name = "lock_contention"
 
@@ -63,7 +58,7 @@ class LockContention:
         self.min_count = thresholds.lock_min_count
         self.window = thresholds.lock_window_s
         # [attempts, failed, waits over the threshold, *wait histogram]
-        self.counts = SlidingCounts(self.window, 3 + len(_WAIT_BOUNDS) + 1)
+        self.counts = SlidingCounts(self.window, 3 + wait_histogram.WIDTH)
         self.book = AlertBook(self.name, "warning")
 
     def route(self, event: Event, order: OrderState) -> list[tuple[str, Event]]:
@@ -77,7 +72,7 @@ class LockContention:
         values[0] = 1.0
         values[1] = 0.0 if lock["acquired"] else 1.0
         values[2] = 1.0 if wait > self.slow_ms else 0.0
-        values[3 + _bucket(wait)] = 1.0
+        values[3 + wait_histogram.bucket(wait)] = 1.0
         self.counts.add(key, event.ts, values)
         return []
 
@@ -90,7 +85,8 @@ class LockContention:
                 # p95 > threshold exactly when more than 5% of the waits exceed it
                 slow_share, fail_share = slow / attempts, failed / attempts
                 if slow_share > 0.05 or fail_share > self.failure_ratio:
-                    p95 = _quantile(sums[3:], attempts, 0.95)
+                    p95 = min(wait_histogram.quantile(sums[3:], 0.95),
+                              wait_histogram.BOUNDS_MS[-1])  # a finite alert value
                     alert = self.book.fire(
                         family, {"lock_family": family}, at, p95,
                         f"{family}: lock wait p95 ≈ {p95:.0f} ms, {fail_share:.1%} of "
@@ -102,20 +98,3 @@ class LockContention:
             if alert is not None:
                 out.append(alert)
         return out
-
-
-def _bucket(wait_ms: float) -> int:
-    if wait_ms <= _WAIT_BOUNDS[0]:
-        return 0
-    return min(len(_WAIT_BOUNDS), math.ceil(math.log(wait_ms) / math.log(1.5)) - 1)
-
-
-def _quantile(histogram: list[float], total: float, q: float) -> float:
-    """Upper bound of the histogram bucket holding the q-quantile."""
-    rank = q * total
-    seen = 0.0
-    for i, count in enumerate(histogram):
-        seen += count
-        if seen >= rank:
-            return _WAIT_BOUNDS[min(i, len(_WAIT_BOUNDS) - 1)]
-    return _WAIT_BOUNDS[-1]

@@ -20,7 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from orderwatch.detectors.health_metrics import WAIT_BOUNDS_MS
+from orderwatch.detectors import wait_histogram
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,8 @@ SPECS: dict[str, Spec] = {
 WRITE_BOUNDS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LATENCY_BOUNDS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
                     30.0, 60.0)
-BOUNDS_S = {"orderwatch_lock_wait_seconds": tuple(b / 1000 for b in WAIT_BOUNDS_MS),
+# the health metrics' log-spaced buckets: their minute partials are merged in as they are
+BOUNDS_S = {"orderwatch_lock_wait_seconds": tuple(b / 1000 for b in wait_histogram.BOUNDS_MS),
             "orderwatch_clickhouse_write_seconds": WRITE_BOUNDS_S,
             "orderwatch_alert_latency_seconds": LATENCY_BOUNDS_S}
 
