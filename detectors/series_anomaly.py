@@ -16,10 +16,10 @@ in [0, 1]:
 - **shape** (0.98): the series is cut into blocks of `block` points; each block's mean,
   quantized on the range into `shape_bins` levels, and the previous block's make a move.
   A move far from every move seen before (no known move within one level on either
-  side) is a shape the series never had: a flat stretch where it always swings, a
-  daily peak that does not come, a slow climb no block ever made. It sees what a single
-  point cannot, and the tolerance of one level keeps a move that merely crosses a level
-  boundary from counting as new. The table holds at most shape_bins**2 moves.
+  side) is a shape the series never had: a flat stretch where it always swings, a daily
+  peak lower than on any day before. It sees what a single point cannot, and the
+  tolerance of one level keeps a move that merely crosses a level boundary from counting
+  as new. The table holds at most shape_bins**2 moves.
 - **jump** (below 0.9): the distance from an exponentially weighted mean in units of the
   weighted standard deviation, squashed as z / (z + 5).
 
