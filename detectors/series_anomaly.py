@@ -85,16 +85,14 @@ class SeriesAnomaly:
         level = int((x - lo) / span * bins + 1e-9)  # rounding error at a boundary
         return min(max(level, 0), bins - 1)
 
-    def _move(self, x: float) -> tuple[int, int] | None:
-        """The block-to-block move `x` completes, if it ends a block after the first."""
+    def _new_shape(self, x: float) -> bool:
+        """Whether `x` ends a block (after the first) whose move from the previous block's
+        level is new: no known move within one level on either side."""
         if self._block_n + 1 < self.block or self._last_block < 0:
-            return None
+            return False
         mean = (self._block_sum + x) / self.block
-        level = self._level(mean, min(self.lo, x), max(self.hi, x), self.shape_bins)
-        return self._last_block, level
-
-    def _new_move(self, move: tuple[int, int]) -> bool:
-        a, b = move
+        b = self._level(mean, min(self.lo, x), max(self.hi, x), self.shape_bins)
+        a = self._last_block
         moves = self.moves
         return not any((a + da, b + db) in moves for da in (-1, 0, 1) for db in (-1, 0, 1))
 
@@ -110,10 +108,9 @@ class SeriesAnomaly:
             level = self._level(x, lo, hi, self.bins)
             grams = (*self._last, level)
             novel = all(grams[i:] not in self.seen for i in range(len(grams)))
-            move = self._move(x)
             if novel and len(grams) == self.order:  # the level and the step both new
                 score = GAP
-            elif move is not None and self._new_move(move):
+            elif self._new_shape(x):
                 score = SHAPE
             else:
                 z = self.deviation(x)
@@ -130,15 +127,14 @@ class SeriesAnomaly:
             self.lo = x
         if x > self.hi:
             self.hi = x
-        move = self._move(x)
         self._block_sum += x
         self._block_n += 1
         if self._block_n == self.block:
-            if move is not None:
-                self.moves.add(move)
-            mean = self._block_sum / self.block
-            self._last_block = self._level(mean, min(self.lo, x), max(self.hi, x),
-                                           self.shape_bins)
+            level = self._level(self._block_sum / self.block, self.lo, self.hi,
+                                self.shape_bins)
+            if self._last_block >= 0:
+                self.moves.add((self._last_block, level))
+            self._last_block = level
             self._block_sum = 0.0
             self._block_n = 0
         level = self._level(x, self.lo, self.hi, self.bins)
