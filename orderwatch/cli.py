@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -44,10 +45,19 @@ def _timestamp(text: str) -> float:
 
 
 def _positive(kind):
+    return _at_least(kind, 0, strict=True)
+
+
+def _non_negative(kind):
+    return _at_least(kind, 0, strict=False)
+
+
+def _at_least(kind, low: float, strict: bool):
     def parse(text: str):
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {'>' if strict else '>='} {low}, got {text}")
         return value
     return parse
 
