@@ -16,7 +16,7 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,9 @@ class SimConfig:
     redelivery_share: float = 0.01
     first_window_at: float = 30 * MINUTE  # the first fault window; the rest follow in turn
     record_labels: bool = True  # live mode runs forever: keep no ground truth there
+    # seconds of traffic already under way at `start`: orders created in them are in flight
+    # at every stage, and only their events from `start` on are emitted (see warm_up)
+    warm_up: float = 0.0
 
 
 @dataclass(slots=True)
@@ -80,9 +83,10 @@ class _Order:
     channel: str
     gateway: str
     amount: float
-    items: list[dict[str, Any]]
+    items: Sequence[dict[str, Any]]
     grace_s: int
     fault: str | None
+    sku: str = ""  # the first item's: what stock is reserved for
     status: str = sm.PENDING_PAYMENT
     seq: int = 0
     warehouse: str = ""
@@ -104,7 +108,7 @@ class Simulator:
     def __init__(self, config: SimConfig) -> None:
         self.cfg = config
         self.rng = random.Random(config.seed)
-        self.now = config.start
+        self.now = config.start - config.warm_up
         self.labels: list[dict[str, Any]] = []
         self._procs: list[tuple[float, int, Process]] = []
         self._out: list[tuple[float, int, dict[str, Any]]] = []
@@ -115,11 +119,36 @@ class Simulator:
         self._per_order = [name for name in PER_ORDER if name in config.faults]
         self._created: dict[str, tuple[str, float]] = {}  # order → (channel, created at)
         self._malformed = "malformed_events" in config.faults
+        self._open = False  # orders arriving
 
     # --- public ---------------------------------------------------------------------------
 
+    def warm_up(self) -> None:
+        """Live through `cfg.warm_up` seconds before `start` without emitting anything.
+
+        A monitor is switched on in a shop that is already trading: orders are in flight
+        at every stage, and the streams it reads are in their steady state from the first
+        minute. Started from an empty shop instead, carrier scans take days to reach their
+        level and order events about a week (delivery, then confirmation, then
+        settlement), which no clean day looks like. Events before `start` are not
+        emitted, so the pipeline meets these orders midway, as a real deployment does.
+        Faults hit only orders created from `start` on.
+        """
+        self._open_shop()
+        start = self.cfg.start
+        procs = self._procs
+        while procs and procs[0][0] < start:
+            t, _, proc = heapq.heappop(procs)
+            self.now = t
+            try:
+                wait = next(proc)
+            except StopIteration:
+                continue
+            heapq.heappush(procs, (t + wait, next(self._seq), proc))
+        self.now = start
+
     def events(self) -> Iterator[dict[str, Any]]:
-        self._spawn(self._arrivals(), self.now)
+        self._open_shop()
         while self._procs:
             t, _, proc = heapq.heappop(self._procs)
             yield from self._release(t)
@@ -152,6 +181,11 @@ class Simulator:
         return row
 
     # --- scheduling -----------------------------------------------------------------------
+
+    def _open_shop(self) -> None:
+        if not self._open:
+            self._open = True
+            self._spawn(self._arrivals(), self.now)
 
     def _spawn(self, proc: Process, at: float) -> None:
         heapq.heappush(self._procs, (at, next(self._seq), proc))
@@ -236,10 +270,11 @@ class Simulator:
         rng = self.rng
         limit = self.cfg.orders
         created = 0
-        while limit is None or created < limit:
+        start = self.cfg.start
+        while limit is None or created < limit:  # orders created from `start` on
             yield rng.expovariate(self.cfg.orders_per_minute / MINUTE)
             order = self._new_order()
-            created += 1
+            created += self.now >= start
             self._spawn(self._order_life(order), self.now)
             if order.fault == "repeat_create" and (limit is None or created < limit):
                 twin = self._new_order(like=order)
@@ -253,7 +288,8 @@ class Simulator:
                    f"{self.cfg.seed % 1000:03d}{n:07d}"
         if like is not None:
             return _Order(order_no, like.user_id, like.channel, like.gateway, like.amount,
-                          [dict(item) for item in like.items], like.grace_s, fault="twin")
+                          [dict(item) for item in like.items], like.grace_s, fault="twin",
+                          sku=like.sku)
         channel = _weighted(rng, {c: share for c, (share, _) in CHANNELS.items()})
         gateway = _weighted(rng, CHANNELS[channel][1])
         items = [{"sku": f"SKU-{rng.randint(1, 400):04d}", "qty": rng.choice((1, 1, 1, 2, 3))}
@@ -261,35 +297,36 @@ class Simulator:
         amount = round(sum(item["qty"] * rng.uniform(9, 399) for item in items), 2)
         grace = 1800 if rng.random() < 0.7 else 172800
         fault = None
-        if self._per_order and rng.random() < self.cfg.fault_share * len(self._per_order):
+        if self._per_order and self.now >= self.cfg.start and (
+                rng.random() < self.cfg.fault_share * len(self._per_order)):
             fault = rng.choice(self._per_order)
         if fault == "premature_cancel":
             grace = 172800
         return _Order(order_no, f"U{next(self._user_seq):07d}", channel, gateway, amount,
-                      items, grace, fault)
+                      items, grace, fault, sku=items[0]["sku"])
 
     # --- event builders -------------------------------------------------------------------
 
-    def _event(self, order: _Order, stream: str, **fields: Any) -> dict[str, Any]:
+    def _event(self, order: _Order, stream: str, **fields: Any) -> None:
         order.seq += 1
+        if self.now < self.cfg.start:
+            return  # warm-up: it happened before anyone watched
         event = {"event_id": f"{order.order_no}-{order.seq}", "stream": stream,
                  "order_no": order.order_no,
                  "occurred_at": to_rfc3339(round(self.now, 3), "Asia/Shanghai")}
         event.update(fields)
         self._emit(event)
-        return event
 
     def _op(self, order: _Order, action: str, source: str, status: str | None = None,
-            result: str = "ok", **fields: Any) -> dict[str, Any]:
+            result: str = "ok", **fields: Any) -> None:
         """An operation; a failed one keeps the status unless `status` says otherwise."""
         prev = order.status
         new = status if status is not None else (sm.ACTIONS[action][1] or prev)
         if result != "ok" and status is None:
             new = prev
         order.status = new
-        return self._event(order, "order", action=action, result=result, status=new,
-                           prev_status=None if action == "create" else prev, source=source,
-                           **fields)
+        self._event(order, "order", action=action, result=result, status=new,
+                    prev_status=None if action == "create" else prev, source=source, **fields)
 
     def _lock(self, key: str, wait_ms: float, held_ms: float | None, ttl_ms: float,
               acquired: bool = True) -> dict[str, Any]:
@@ -303,21 +340,7 @@ class Simulator:
 
     def _order_life(self, o: _Order) -> Process:
         rng = self.rng
-        create: dict[str, Any] = {"user_id": o.user_id, "channel": o.channel,
-                                  "amount": o.amount, "items": o.items,
-                                  "grace_period_s": o.grace_s, "currency": "CNY",
-                                  "request_id": f"c-{o.order_no}"}
-        if o.fault == "timezone_skew":  # browser local time stored with the server's zone
-            hours = rng.choice((8, -1))
-            client = self.now - hours * HOUR - rng.uniform(0.2, 3.0)
-            create["client_created_at"] = to_rfc3339(round(client, 3), "Asia/Shanghai")
-            self.label("timezone_skew", o.order_no, self.now, None)
-        elif rng.random() < 0.6:
-            client = self.now - rng.uniform(0.2, 3.0)  # a browser clock a little behind
-            create["client_created_at"] = to_rfc3339(round(client, 3),
-                                                     rng.choice(("UTC", "Asia/Shanghai")))
-        self._op(o, "create", "oms", **create)
-        self._created[o.order_no] = (o.channel, self.now)
+        self._create(o)
         if o.fault == "twin":
             self.label("duplicate_order", o.order_no, self.now, None, user_id=o.user_id)
             yield rng.uniform(60, 600)
@@ -376,6 +399,28 @@ class Simulator:
             self.label("settlement_missing", o.order_no, self.now, None)
         else:
             self._op(o, "settle", "erp")
+
+    def _create(self, o: _Order) -> None:
+        """Not part of `_order_life`'s generator, so its frame does not keep the create
+        event's fields alive for the order's whole life (memory, in live mode)."""
+        rng = self.rng
+        create: dict[str, Any] = {"user_id": o.user_id, "channel": o.channel,
+                                  "amount": o.amount, "items": o.items,
+                                  "grace_period_s": o.grace_s, "currency": "CNY",
+                                  "request_id": f"c-{o.order_no}"}
+        if o.fault == "timezone_skew":  # browser local time stored with the server's zone
+            hours = rng.choice((8, -1))
+            client = self.now - hours * HOUR - rng.uniform(0.2, 3.0)
+            create["client_created_at"] = to_rfc3339(round(client, 3), "Asia/Shanghai")
+            self.label("timezone_skew", o.order_no, self.now, None)
+        elif rng.random() < 0.6:
+            client = self.now - rng.uniform(0.2, 3.0)  # a browser clock a little behind
+            create["client_created_at"] = to_rfc3339(round(client, 3),
+                                                     rng.choice(("UTC", "Asia/Shanghai")))
+        self._op(o, "create", "oms", **create)
+        o.items = ()  # they travel in the create event only; an open order holds its sku
+        if self.cfg.record_labels and self.now >= self.cfg.start:
+            self._created[o.order_no] = (o.channel, self.now)
 
     def _payment(self, o: _Order) -> Process:
         """The buyer pays; the gateway notifies (and retries) until the order service says 200."""
@@ -436,7 +481,7 @@ class Simulator:
     def _reserve_stock(self, o: _Order) -> Process:
         rng = self.rng
         o.warehouse = rng.choice(WAREHOUSES)
-        sku = o.items[0]["sku"]
+        sku = o.sku
         while True:
             hot = self._window("hot_lock_key")
             if hot:

@@ -87,6 +87,7 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
     def __init__(self, config: SimConfig, rate: float, duration: float | None,
                  stop: StopSignal, resume: int | None, max_batch: int) -> None:
         self.sim = Simulator(config)
+        self.sim.warm_up()  # before the clock starts: the shop's past is not paced
         self.max_batch = max_batch  # behind schedule: catch up in batches, not all at once
         self.behind = False
         self.events: Iterator[dict[str, Any]] = self.sim.events()

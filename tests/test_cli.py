@@ -10,7 +10,8 @@ from conftest import orderwatch
 def test_usage_errors_exit_2_with_one_line():
     for args in (["replay"], ["run", "--rate", "-5"], ["simulate", "--faults", "meteor",
                                                         "--out", "x.jsonl"], ["frobnicate"],
-                 ["run", "--rate", "inf"], ["run", "--orders-per-minute", "nan"]):
+                 ["run", "--rate", "inf"], ["run", "--orders-per-minute", "nan"],
+                 ["run", "--warm-start", "-1"]):
         result = orderwatch(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.strip(), args

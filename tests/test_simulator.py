@@ -164,3 +164,46 @@ def test_gateway_degrading_creeps_from_1_to_6_percent_on_wechatpay_only():
     starts = {name: from_rfc3339(labels[name]["start"]) - start
               for name in ("metric_anomaly", "callback_failure_rate")}
     assert starts == {"metric_anomaly": 30 * 60.0, "callback_failure_rate": 78 * 60.0}
+
+
+def _per_window(sim: Simulator, hours: int, window_h: int = 4) -> collections.Counter:
+    """Events per (stream, window of `window_h` hours from start), for `hours` hours."""
+    start = sim.cfg.start
+    counts: collections.Counter = collections.Counter()
+    for e in sim.events():
+        t = from_rfc3339(e["occurred_at"])
+        assert t >= start, "nothing from before the monitor was switched on"
+        if t >= start + hours * 3600:
+            break
+        counts[e["stream"], int((t - start) // (window_h * 3600))] += 1
+    return counts
+
+
+def test_a_warm_started_shop_is_trading_from_its_first_minute():
+    """An empty shop takes days to reach its level (parcels, then confirmations and
+    settlements); a shop warmed up for the longest order life is level at once."""
+    config = {"seed": 3, "orders": None, "orders_per_minute": 5.0, "record_labels": False}
+    cold = _per_window(Simulator(SimConfig(**config)), 12)
+    warm_sim = Simulator(SimConfig(**config, warm_up=10 * 86400.0))
+    warm_sim.warm_up()
+    warm = _per_window(warm_sim, 12)
+    for stream in ("order", "callback", "logistics"):
+        first, last = warm[stream, 0], warm[stream, 2]
+        assert abs(first - last) < 0.15 * last, (stream, first, last)
+    assert cold["logistics", 0] < 0.2 * warm["logistics", 0], (cold, warm)
+    assert cold["order", 0] < 0.6 * warm["order", 0], (cold, warm)
+
+
+def test_a_warm_start_sends_orders_midway_and_faults_only_after_start():
+    sim = Simulator(SimConfig(seed=9, orders=600, orders_per_minute=10.0,
+                              faults=frozenset(PER_ORDER), fault_share=0.02,
+                              warm_up=2 * 86400.0))
+    sim.warm_up()
+    events = list(sim.events())
+    created = {e["order_no"] for e in events if e["stream"] == "order"
+               and e["action"] == "create"}
+    seen = {e["order_no"] for e in events}
+    assert len(created) >= 600 and len(seen) > 3 * len(created)  # most met midway
+    assert sim.labels
+    assert {label["order_no"] for label in sim.labels if label["order_no"]} <= created
+    assert min(from_rfc3339(label["start"]) for label in sim.labels) >= sim.cfg.start
