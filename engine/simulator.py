@@ -120,6 +120,7 @@ class Simulator:
         self._created: dict[str, tuple[str, float]] = {}  # order → (channel, created at)
         self._malformed = "malformed_events" in config.faults
         self._open = False  # orders arriving
+        self._warmed = False
 
     # --- public ---------------------------------------------------------------------------
 
@@ -132,8 +133,13 @@ class Simulator:
         level and order events about a week (delivery, then confirmation, then
         settlement), which no clean day looks like. Events before `start` are not
         emitted, so the pipeline meets these orders midway, as a real deployment does.
-        Faults hit only orders created from `start` on.
+        Faults hit only orders created from `start` on. `events()` warms up first; call
+        this beforehand to do it at a time of your choosing (a live source does, before
+        its clock starts).
         """
+        if self._warmed:
+            return
+        self._warmed = True
         self._open_shop()
         start = self.cfg.start
         procs = self._procs
@@ -148,7 +154,7 @@ class Simulator:
         self.now = start
 
     def events(self) -> Iterator[dict[str, Any]]:
-        self._open_shop()
+        self.warm_up()
         while self._procs:
             t, _, proc = heapq.heappop(self._procs)
             yield from self._release(t)

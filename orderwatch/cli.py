@@ -62,6 +62,14 @@ def _at_least(kind, low: float, strict: bool):
     return parse
 
 
+def _add_warm_start(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--warm-start", type=_non_negative(float), default=0.0, metavar="DAYS",
+        help="start with DAYS of orders already in flight, as in a shop that was trading "
+        "before OrderWatch was switched on (default 0: an empty shop; 10 covers the longest "
+        "order life). Costs about 90 s per million orders before the first event")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orderwatch", description="Streaming monitoring and anomaly alerting for "
@@ -86,16 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--faults-after", type=_positive(float), default=10.0, metavar="MIN",
                      help="event-time minutes of clean traffic before the first fault window "
                      "(default 10)")
-    run.add_argument("--warm-start", type=_non_negative(float), default=0.0, metavar="DAYS",
-                     help="start with DAYS of orders already in flight, as in a shop that "
-                     "was trading before OrderWatch was switched on (default 0: an empty "
-                     "shop; 10 covers the longest order life). Costs about 90 s per "
-                     "million orders before the first event")
+    _add_warm_start(run)
 
     sim = sub.add_parser("simulate", help="write a deterministic event file and its labels")
     sim.add_argument("--out", metavar="EVENTS.jsonl", help="event file to write")
     sim.add_argument("--labels", metavar="LABELS.jsonl", help="ground truth of injected faults")
-    sim.add_argument("--orders", type=_positive(int), default=1000, metavar="N")
+    sim.add_argument("--orders", type=_positive(int), default=1000, metavar="N",
+                     help="orders created from the start on (default 1000; with "
+                     "--warm-start, those already in flight come on top)")
     sim.add_argument("--orders-per-minute", type=_positive(float), default=60.0, metavar="R",
                      help="mean arrival rate of new orders in event time (default 60; "
                      "e.g. 1 spreads 20,000 orders over two weeks)")
@@ -104,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=7)
     sim.add_argument("--start", type=_timestamp, default=None, metavar="RFC3339",
                      help="event time of the first order (default 2026-02-23T00:00:00+08:00)")
+    _add_warm_start(sim)
     sim.add_argument("--list-faults", action="store_true", help="list fault scenarios")
     sim.add_argument("--brokers", metavar="HOST:PORT",
                      help="also publish the events to Kafka (orders, callbacks, logistics), "
@@ -268,7 +275,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.rate is not None:
         return _simulate_live(args)
     config = SimConfig(seed=args.seed, orders=args.orders, faults=args.faults,
-                       orders_per_minute=args.orders_per_minute)
+                       orders_per_minute=args.orders_per_minute,
+                       warm_up=args.warm_start * 86400.0)
     if args.start is not None:
         config.start = args.start
     publisher = None
@@ -305,13 +313,16 @@ def _simulate_live(args: argparse.Namespace) -> int:
     if not args.brokers or args.out:
         raise UsageError("simulate --rate publishes live to Kafka: give --brokers, not --out")
     config = SimConfig(seed=args.seed, orders=None, faults=args.faults, start=time.time(),
-                       first_window_at=10 * 60.0, record_labels=False)
+                       orders_per_minute=args.orders_per_minute, first_window_at=10 * 60.0,
+                       record_labels=False, warm_up=args.warm_start * 86400.0)
+    sim = Simulator(config)
+    sim.warm_up()  # before the clock starts
     publisher = EventPublisher(args.brokers)
     stop = _stop_on_signals()
     print(f"publishing live traffic to Kafka at {args.brokers}, {args.rate:,.0f} events/s "
           "(Ctrl-C to stop)", flush=True)
     started = time.monotonic()
-    for sent, event in enumerate(Simulator(config).events()):
+    for sent, event in enumerate(sim.events()):
         if stop.is_set():
             break
         ahead = sent / args.rate - (time.monotonic() - started)

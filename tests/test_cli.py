@@ -51,3 +51,14 @@ def test_empty_file_replays_cleanly(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "events processed   0" in result.stdout
     assert (tmp_path / "alerts.jsonl").read_text() == ""
+
+
+def test_simulate_warm_start_sends_orders_already_in_flight(tmp_path):
+    out = tmp_path / "warm.jsonl"
+    result = orderwatch("simulate", "--out", str(out), "--orders", "50",
+                        "--orders-per-minute", "2", "--warm-start", "1", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    events = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    created = {e["order_no"] for e in events if e.get("action") == "create"}
+    assert len(created) == 50
+    assert len({e["order_no"] for e in events}) > 2 * len(created)
