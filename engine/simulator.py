@@ -16,6 +16,7 @@ import heapq
 import itertools
 import math
 import random
+import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,7 +125,7 @@ class Simulator:
 
     # --- public ---------------------------------------------------------------------------
 
-    def warm_up(self) -> None:
+    def warm_up(self, budget_s: float | None = None) -> bool:
         """Live through `cfg.warm_up` seconds before `start` without emitting anything.
 
         A monitor is switched on in a shop that is already trading: orders are in flight
@@ -133,25 +134,34 @@ class Simulator:
         level and order events about a week (delivery, then confirmation, then
         settlement), which no clean day looks like. Events before `start` are not
         emitted, so the pipeline meets these orders midway, as a real deployment does.
-        Faults hit only orders created from `start` on. `events()` warms up first; call
-        this beforehand to do it at a time of your choosing (a live source does, before
-        its clock starts).
+        Faults hit only orders created from `start` on.
+
+        `events()` warms up first. A live source calls this in slices of `budget_s`
+        seconds of work instead, so that its dataflow is never blocked for long, and
+        starts its clock once it returns True.
         """
         if self._warmed:
-            return
-        self._warmed = True
+            return True
         self._open_shop()
         start = self.cfg.start
         procs = self._procs
+        give_up = math.inf if budget_s is None else time.monotonic() + budget_s
+        steps = 0
         while procs and procs[0][0] < start:
             t, _, proc = heapq.heappop(procs)
             self.now = t
             try:
                 wait = next(proc)
             except StopIteration:
-                continue
-            heapq.heappush(procs, (t + wait, next(self._seq), proc))
+                pass
+            else:
+                heapq.heappush(procs, (t + wait, next(self._seq), proc))
+            steps += 1
+            if steps % 4096 == 0 and time.monotonic() >= give_up:
+                return False
         self.now = start
+        self._warmed = True
+        return True
 
     def events(self) -> Iterator[dict[str, Any]]:
         self.warm_up()

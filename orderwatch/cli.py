@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="live simulated traffic through the whole pipeline "
                          "(embedded ClickHouse, /metrics, console alerts)")
     run.add_argument("--duration", type=_positive(float), default=None, metavar="S",
-                     help="stop after S seconds (default: until Ctrl-C)")
+                     help="stop after S seconds of traffic, counted once any warm-up is "
+                     "done (default: until Ctrl-C)")
     run.add_argument("--rate", type=_positive(float), default=1000.0, metavar="EPS",
                      help="events per second (default 1000)")
     run.add_argument("--faults", type=_faults, default=_faults("all"), metavar="LIST",

@@ -83,30 +83,49 @@ class StopSignal:
 
 class _EnginePartition(StatefulSourcePartition[Chunk, int]):
     TICK = timedelta(milliseconds=100)
+    # a warm-up runs in slices of this much work per call, never blocking the dataflow
+    # for long: Bytewax left a worker parked for minutes after a build_part that took
+    # half an hour
+    WARM_SLICE_S = 0.2
 
     def __init__(self, config: SimConfig, rate: float, duration: float | None,
                  stop: StopSignal, resume: int | None, max_batch: int) -> None:
         self.sim = Simulator(config)
-        self.sim.warm_up()  # before the clock starts: the shop's past is not paced
         self.max_batch = max_batch  # behind schedule: catch up in batches, not all at once
         self.behind = False
         self.events: Iterator[dict[str, Any]] = self.sim.events()
         self.rate = rate
         self.stop = stop
-        self.started = time.monotonic()
-        self.deadline = None if duration is None else self.started + duration
+        self.duration = duration
+        self.started: float | None = None  # the clock starts once the engine is warm
+        self.deadline: float | None = None
+        self.resume = resume or 0
         self.emitted = 0
+        self.sent = 0  # since the clock started: what the pace is measured against
         self.done = False
-        for _ in range(resume or 0):  # deterministic: replaying the prefix restores position
+
+    def _warm(self) -> bool:
+        if not self.sim.warm_up(self.WARM_SLICE_S):
+            return False
+        for _ in range(self.resume):  # deterministic: replaying the prefix restores position
             next(self.events, None)
             self.emitted += 1
+        self.started = time.monotonic()
+        self.deadline = None if self.duration is None else self.started + self.duration
+        return True
 
     def next_batch(self) -> list[Chunk]:
         if self.done:
             raise StopIteration
+        if self.started is None and not self._warm():
+            if self.stop.is_set():  # stopped while warming up: end with nothing sent
+                self.done = True
+                return [Chunk("engine", self.emitted + 1, [], True, 1)]
+            return []
+        assert self.started is not None
         now = time.monotonic()
         ended = self.stop.is_set() or (self.deadline is not None and now >= self.deadline)
-        due = int((now - self.started) * self.rate) - self.emitted
+        due = int((now - self.started) * self.rate) - self.sent
         self.behind = due > self.max_batch
         due = min(due, self.max_batch)
         records: list[dict[str, Any]] = []
@@ -120,11 +139,12 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
             self.done = True
             records.extend(self.sim.undelivered())
         self.emitted += len(records)
+        self.sent += len(records)
         first = self.emitted - len(records) + 1
         return [Chunk("engine", first, records, ended, 1)]
 
     def next_awake(self) -> datetime | None:
-        if self.done or self.behind:
+        if self.done or self.behind or self.started is None:
             return None  # at once
         return datetime.now(UTC) + self.TICK
 
