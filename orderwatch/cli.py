@@ -67,7 +67,7 @@ def _add_warm_start(parser: argparse.ArgumentParser) -> None:
         "--warm-start", type=_non_negative(float), default=0.0, metavar="DAYS",
         help="start with DAYS of orders already in flight, as in a shop that was trading "
         "before OrderWatch was switched on (default 0: an empty shop; 10 covers the longest "
-        "order life). Costs about 90 s per million orders before the first event")
+        "order life). Costs 1 to 2.5 min per million orders before the first event")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -507,7 +507,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         orders = args.orders_per_minute * 1440 * args.warm_start
         days = f"{args.warm_start:g} day" + ("" if args.warm_start == 1 else "s")
         print(f"warm-up   {days} of trading ({orders:,.0f} orders) simulated before the "
-              f"first event: about {orders / 1e6 * 90:,.0f} s")
+              f"first event: {orders / 1e6:,.1f} to {orders / 1e6 * 2.5:,.1f} min")
     notifiers = _notifiers(settings, None)
     robots = [n for n in notifiers if isinstance(n, RobotNotifier)]
     print("alerts    " + (f"robots ({', '.join(robots[0].config.robots)}) via "
