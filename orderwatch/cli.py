@@ -317,9 +317,11 @@ def _simulate_live(args: argparse.Namespace) -> int:
                        orders_per_minute=args.orders_per_minute, first_window_at=10 * 60.0,
                        record_labels=False, warm_up=args.warm_start * 86400.0)
     sim = Simulator(config)
-    sim.warm_up()  # before the clock starts
-    publisher = EventPublisher(args.brokers)
     stop = _stop_on_signals()
+    while not sim.warm_up(budget_s=0.2):  # before the clock starts; Ctrl-C still stops it
+        if stop.is_set():
+            return 0
+    publisher = EventPublisher(args.brokers)
     print(f"publishing live traffic to Kafka at {args.brokers}, {args.rate:,.0f} events/s "
           "(Ctrl-C to stop)", flush=True)
     started = time.monotonic()

@@ -62,3 +62,20 @@ def test_simulate_warm_start_sends_orders_already_in_flight(tmp_path):
     created = {e["order_no"] for e in events if e.get("action") == "create"}
     assert len(created) == 50
     assert len({e["order_no"] for e in events}) > 2 * len(created)
+
+
+def test_ctrl_c_during_a_warm_up_stops_cleanly():
+    import signal
+    import subprocess
+    import time
+
+    from conftest import orderwatch_exe
+
+    proc = subprocess.Popen(
+        [orderwatch_exe(), "simulate", "--rate", "100", "--brokers", "127.0.0.1:9",
+         "--warm-start", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # 30 days at 60 orders a minute: minutes of warm-up ahead
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
