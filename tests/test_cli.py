@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
+
 import orjson
 
-from conftest import orderwatch
+from conftest import orderwatch, orderwatch_exe
 
 
 def test_usage_errors_exit_2_with_one_line():
@@ -65,12 +69,6 @@ def test_simulate_warm_start_sends_orders_already_in_flight(tmp_path):
 
 
 def test_ctrl_c_during_a_warm_up_stops_cleanly():
-    import signal
-    import subprocess
-    import time
-
-    from conftest import orderwatch_exe
-
     proc = subprocess.Popen(
         [orderwatch_exe(), "simulate", "--rate", "100", "--brokers", "127.0.0.1:9",
          "--warm-start", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

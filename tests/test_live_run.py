@@ -158,7 +158,8 @@ def test_an_engine_partition_warms_up_in_slices_and_stops_when_told():
         if batch:
             break
         assert part.next_awake() is None  # warming: call again at once
-    assert len(took) > 5 and max(took) < 1.0, took  # ~11 s of warm-up, 0.2 s a slice
+    # ~11 s of warm-up in slices of 0.2 s of work (generous: a loaded machine, the GC)
+    assert len(took) > 5 and max(took) < 3.0, took
 
     stop_early = StopSignal()
     cold = EngineSource(config, rate=1000.0, stop=stop_early).build_part("input", "engine", None)
