@@ -120,8 +120,8 @@ class Simulator:
         self._per_order = [name for name in PER_ORDER if name in config.faults]
         self._created: dict[str, tuple[str, float]] = {}  # order → (channel, created at)
         self._malformed = "malformed_events" in config.faults
-        self._open = False  # orders arriving
         self._warmed = False
+        self._spawn(self._arrivals(), self.now)
 
     # --- public ---------------------------------------------------------------------------
 
@@ -142,7 +142,6 @@ class Simulator:
         """
         if self._warmed:
             return True
-        self._open_shop()
         start = self.cfg.start
         procs = self._procs
         give_up = math.inf if budget_s is None else time.monotonic() + budget_s
@@ -197,11 +196,6 @@ class Simulator:
         return row
 
     # --- scheduling -----------------------------------------------------------------------
-
-    def _open_shop(self) -> None:
-        if not self._open:
-            self._open = True
-            self._spawn(self._arrivals(), self.now)
 
     def _spawn(self, proc: Process, at: float) -> None:
         heapq.heappush(self._procs, (at, next(self._seq), proc))
