@@ -148,13 +148,7 @@ class Simulator:
         steps = 0
         while procs and procs[0][0] < start:
             t, _, proc = heapq.heappop(procs)
-            self.now = t
-            try:
-                wait = next(proc)
-            except StopIteration:
-                pass
-            else:
-                heapq.heappush(procs, (t + wait, next(self._seq), proc))
+            self._step(t, proc)
             steps += 1
             if steps % 4096 == 0 and time.monotonic() >= give_up:
                 return False
@@ -167,12 +161,7 @@ class Simulator:
         while self._procs:
             t, _, proc = heapq.heappop(self._procs)
             yield from self._release(t)
-            self.now = t
-            try:
-                wait = next(proc)
-            except StopIteration:
-                continue
-            heapq.heappush(self._procs, (t + wait, next(self._seq), proc))
+            self._step(t, proc)
         yield from self._release(math.inf)
         if self.cfg.record_labels:
             self.labels.extend(derived_labels(self.labels, self._created))
@@ -196,6 +185,15 @@ class Simulator:
         return row
 
     # --- scheduling -----------------------------------------------------------------------
+
+    def _step(self, t: float, proc: Process) -> None:
+        """Run a process due at `t` until it next waits, and schedule it again then."""
+        self.now = t
+        try:
+            wait = next(proc)
+        except StopIteration:
+            return
+        heapq.heappush(self._procs, (t + wait, next(self._seq), proc))
 
     def _spawn(self, proc: Process, at: float) -> None:
         heapq.heappush(self._procs, (at, next(self._seq), proc))
