@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 import sys
 
 from orderwatch.detectors.base import mostly_stale
@@ -89,7 +90,7 @@ class OrderState:
                 self.user_id = data.get("user_id")
                 self.channel = _intern(data.get("channel"))
                 self.amount = data.get("amount")
-                self.grace_s = data.get("grace_period_s")
+                self.grace_s = _shared(data.get("grace_period_s"))
             status = _intern(data["status"])
             if ts >= self.status_at:
                 self.prev_status = self.status
@@ -145,16 +146,63 @@ def _intern(value: str | None) -> str | None:
     return sys.intern(value) if isinstance(value, str) else value
 
 
+_NUMBERS: dict[tuple[type, object], object] = {}
+
+
+def _shared(value: object) -> object:
+    """One object for each of the first few hundred distinct values (a grace period is one
+    of a handful; as an int above 256 each parsed copy takes 28 bytes per open order)."""
+    key = (type(value), value)  # by type too: 1, 1.0 and True are equal dict keys
+    if len(_NUMBERS) < 512:
+        return _NUMBERS.setdefault(key, value)
+    return _NUMBERS.get(key, value)
+
+
+class ExpiryBuckets:
+    """Order numbers filed by when they may leave, in buckets of `width` seconds.
+
+    The bucket says when to look and the order says whether it is done with, so no time is
+    kept per entry: a list slot (8 bytes) where a heap of (time, order_no) tuples took 88
+    per open order (memory, issue #8).
+    """
+
+    __slots__ = ("_buckets", "_entries", "_starts", "width")
+
+    def __init__(self, width: float = 10.0) -> None:
+        self.width = width
+        self._buckets: dict[int, list[str]] = {}
+        self._starts: list[int] = []  # a heap of the buckets' indexes
+        self._entries = 0
+
+    def add(self, at: float, order_no: str) -> None:
+        index = math.floor(at / self.width)
+        bucket = self._buckets.get(index)
+        if bucket is None:
+            bucket = self._buckets[index] = []
+            heapq.heappush(self._starts, index)
+        bucket.append(order_no)
+        self._entries += 1
+
+    def take(self, now: float) -> list[str]:
+        """Remove and return the entries of every bucket begun by `now`: some may be due
+        only later in their bucket, and are filed again by the caller."""
+        taken: list[str] = []
+        while self._starts and self._starts[0] * self.width <= now:
+            taken.extend(self._buckets.pop(heapq.heappop(self._starts)))
+        self._entries -= len(taken)
+        return taken
+
+    def __len__(self) -> int:
+        return self._entries
+
+
 class OrderBook:
     def __init__(self, finished_retention_s: float = 1 * HOUR,
                  max_idle_s: float = 14 * 24 * HOUR) -> None:
         self.orders: dict[str, OrderState] = {}
         self.retention = finished_retention_s
         self.max_idle = max_idle_s
-        # (not before, order_no), a heap: each entry is checked against its order when it
-        # comes due, so the heap needs no index of its own (Deadlines keeps one: ~56 bytes
-        # per open order, issue #8)
-        self._expiry: list[tuple[float, str]] = []
+        self._expiry = ExpiryBuckets()
         self._dirty: dict[str, OrderState] = {}
 
     def apply(self, event: Event) -> tuple[OrderState, bool]:
@@ -177,8 +225,7 @@ class OrderBook:
     def expire(self, now: float) -> list[str]:
         """Remove orders that are done with; returns their numbers, by when they went quiet."""
         gone: list[tuple[float, str]] = []
-        while self._expiry and self._expiry[0][0] <= now:
-            _, order_no = heapq.heappop(self._expiry)
+        for order_no in self._expiry.take(now):
             order = self.orders.get(order_no)
             if order is None:  # left already: the entry was stale
                 continue
@@ -197,14 +244,24 @@ class OrderBook:
             self.retention if order.finished_at is not None else self.max_idle)
 
     def _schedule(self, order_no: str, at: float) -> None:
-        heapq.heappush(self._expiry, (at, order_no))
+        self._expiry.add(at, order_no)
         self._compact_if_stale()
 
     def _compact_if_stale(self) -> None:
         if mostly_stale(self._expiry, len(self.orders)):
             # mostly stale entries (orders that finished, or left): one per order is enough
-            self._expiry = [(self._quiet_until(o), n) for n, o in self.orders.items()]
-            heapq.heapify(self._expiry)
+            self._expiry = ExpiryBuckets()
+            for order_no, order in self.orders.items():
+                self._expiry.add(self._quiet_until(order), order_no)
+
+    def __setstate__(self, state: dict) -> None:
+        """Snapshots taken before the buckets kept a heap of (time, order_no)."""
+        if isinstance(state.get("_expiry"), list):
+            expiry = ExpiryBuckets()
+            for at, order_no in state["_expiry"]:
+                expiry.add(at, order_no)
+            state["_expiry"] = expiry
+        self.__dict__.update(state)
 
     def drain_changed(self) -> list[OrderState]:
         changed = list(self._dirty.values())

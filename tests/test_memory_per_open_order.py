@@ -1,0 +1,58 @@
+"""Python objects held per open order (issue #8: ≤ 1 KiB resident per open order).
+
+tracemalloc counts what the order shard keeps, without the process's own overhead, so the
+bound holds on any machine. Here 645 bytes before the expiry buckets and the shared grace
+periods, 543 after.
+"""
+
+from __future__ import annotations
+
+import gc
+import pickle
+import tracemalloc
+
+from benchmarks.performance import open_orders_file
+from orderwatch.config import Settings
+from orderwatch.detectors.order_book import OrderBook
+from orderwatch.events import decode
+from orderwatch.pipelines.order_shard import OrderShard, ShardInput
+
+from conftest import HOUR, T0, at, order_event
+
+
+def test_an_open_order_keeps_under_600_bytes_of_python_objects(tmp_path):
+    template = dict(order_event("T", 0, "create", "pending_payment",
+                                client_created_at=at(-1.5)).data)
+    path = tmp_path / "open.jsonl"
+    n = 20_000
+    open_orders_file(path, n, template)
+    lines = path.read_bytes().splitlines()
+    shard = OrderShard(Settings())
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(0, n, 2000):
+            events = [decode(line) for line in lines[i:i + 2000]]
+            shard.process(ShardInput("o0", events, "p", events[-1].ts, i + 2000 >= n, 1))
+        del events
+        gc.collect()
+        per_order = (tracemalloc.get_traced_memory()[0] - before) / n
+    finally:
+        tracemalloc.stop()
+    assert len(shard.book) == n
+    assert per_order < 600, per_order
+
+
+def test_a_book_snapshotted_with_an_expiry_heap_resumes():
+    """Recovery snapshots written before the expiry buckets hold a heap of (time, order)."""
+    book = OrderBook(finished_retention_s=HOUR, max_idle_s=48 * HOUR)
+    book.apply(order_event("F1", 0, "create", "pending_payment"))
+    book.apply(order_event("F1", 60, "cancel", "cancelled"))
+    state = dict(book.__dict__, _expiry=[(T0 + 60 + HOUR, "F1"), (T0 + 48 * HOUR, "F1")])
+    old = OrderBook.__new__(OrderBook)
+    old.__dict__.update(state)
+    resumed = pickle.loads(pickle.dumps(old))
+    assert resumed.expire(T0 + 30 * 60) == []
+    assert resumed.expire(T0 + 60 + HOUR) == ["F1"]
+    assert len(resumed) == 0
