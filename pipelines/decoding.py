@@ -31,6 +31,11 @@ class Chunk:
     idle: bool = False  # caught up for now (tailing Kafka): do not hold event time back
     # wall clock when the records entered the pipeline: alert latency is measured from here
     ingested_at: float = field(default_factory=time.time)
+    source: str = ""  # what dead letters name as their source; "" for the partition
+
+    @property
+    def origin(self) -> str:
+        return self.source or self.partition
 
 
 @dataclass(slots=True)
@@ -93,7 +98,7 @@ def decode_chunk(chunk: Chunk, max_event_bytes: int = 1 << 20) -> Decoded:
         except InvalidEvent as exc:
             payload = orjson.dumps(record) if isinstance(record, dict) else (
                 record if isinstance(record, bytes) else str(record).encode())
-            dead.append(DeadLetter(chunk.partition, position, payload, str(exc), max_ts))
+            dead.append(DeadLetter(chunk.origin, position, payload, str(exc), max_ts))
         else:
             events.append(event)
             if event.ts > max_ts:

@@ -19,11 +19,19 @@ from orderwatch.pipelines.decoding import Chunk
 
 
 class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
+    """One stripe of a file: blocks of `batch_size` lines, stripe k of n taking blocks k,
+    k+n, k+2n… Every stripe reads the whole file (splitting lines is cheap) and decodes
+    only its own blocks, so n workers decode in parallel and move through event time
+    together; line numbers stay the file's."""
+
     def __init__(self, path: str, batch_size: int, parts: int,
-                 resume: tuple[int, int] | None) -> None:
+                 resume: tuple[int, int] | None, stripe: int = 0, stripes: int = 1) -> None:
         self.path = path
+        self.name = stripe_name(path, stripe, stripes)
         self.batch_size = batch_size
         self.parts = parts
+        self.stripe = stripe
+        self.stripes = stripes
         self.file = open(path, "rb")  # noqa: SIM115 - closed by close()
         self.line_no = 0
         if resume is not None:
@@ -34,9 +42,14 @@ class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
     def next_batch(self) -> list[Chunk]:
         if self.done:
             raise StopIteration
+        readline = self.file.readline
+        while (self.line_no // self.batch_size) % self.stripes != self.stripe:
+            if not readline():  # in another stripe's block: skip it
+                self.done = True
+                return [self._chunk(self.line_no + 1, [])]
+            self.line_no += 1
         first = self.line_no + 1
         records = []
-        readline = self.file.readline
         while len(records) < self.batch_size:
             line = readline()
             if not line:
@@ -44,7 +57,10 @@ class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
                 break
             self.line_no += 1
             records.append(line.strip())  # blank lines stay, so positions are line numbers
-        return [Chunk(self.path, first, records, self.done, self.parts)]
+        return [self._chunk(first, records)]
+
+    def _chunk(self, first: int, records: list[bytes]) -> Chunk:
+        return Chunk(self.name, first, records, self.done, self.parts, source=self.path)
 
     def snapshot(self) -> tuple[int, int]:
         return (self.file.tell(), self.line_no)
@@ -53,19 +69,29 @@ class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
         self.file.close()
 
 
-class JsonlSource(FixedPartitionedSource[Chunk, tuple[int, int]]):
-    """One partition per file; the three streams may be in one file or split over several."""
+def stripe_name(path: str, stripe: int, stripes: int) -> str:
+    return path if stripes == 1 else f"{path}#{stripe + 1}/{stripes}"
 
-    def __init__(self, paths: list[str], batch_size: int = 2000) -> None:
+
+class JsonlSource(FixedPartitionedSource[Chunk, tuple[int, int]]):
+    """One partition per file, or `stripes` per file so that several workers decode it;
+    the three streams may be in one file or split over several."""
+
+    def __init__(self, paths: list[str], batch_size: int = 2000, stripes: int = 1) -> None:
         self.paths = list(paths)
         self.batch_size = batch_size
+        self.stripes = stripes
+        self._parts = {stripe_name(path, k, stripes): (path, k)
+                       for path in self.paths for k in range(stripes)}
 
     def list_parts(self) -> list[str]:
-        return self.paths
+        return list(self._parts)
 
     def build_part(self, step_id: str, for_part: str,
                    resume_state: tuple[int, int] | None) -> _JsonlPartition:
-        return _JsonlPartition(for_part, self.batch_size, len(self.paths), resume_state)
+        path, stripe = self._parts[for_part]
+        return _JsonlPartition(path, self.batch_size, len(self._parts), resume_state,
+                               stripe, self.stripes)
 
 
 class StopSignal:

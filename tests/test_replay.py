@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import subprocess
 from pathlib import Path
 
 import orjson
@@ -12,7 +14,7 @@ import pytest
 from orderwatch.engine.faults import SCENARIOS
 from orderwatch.engine.scoring import format_table, score
 
-from conftest import orderwatch
+from conftest import free_ports, orderwatch, orderwatch_exe
 
 HEADLINE = ("callback_lost", "callback_failure_rate", "silent_shipment", "lock_ttl_overrun",
             "lock_contention", "duplicate_ship_request", "duplicate_order")
@@ -289,3 +291,35 @@ def test_orders_met_midway_raise_nothing_on_clean_traffic(tmp_path):
 
     replay([path], f"chdb://{tmp_path / 'ch'}", tmp_path / "alerts.jsonl")
     assert read_jsonl(tmp_path / "alerts.jsonl") == []
+
+
+def test_two_processes_replaying_one_file_decode_a_stripe_each_and_give_what_one_gives(
+        tmp_path):
+    """Each process decodes every other block of lines of the file (its stripe), so both
+    count dead letters; the tables, dead letters included, and the alerts are one
+    process's."""
+    sim = orderwatch("simulate", "--out", str(tmp_path / "clean.jsonl"), "--orders", "3000",
+                     "--faults", "all", "--seed", "23")
+    assert sim.returncode == 0, sim.stderr
+    lines = (tmp_path / "clean.jsonl").read_bytes().splitlines()
+    for k in range(1, 9):  # one bad line in each eighth of the file
+        lines.insert(k * len(lines) // 9, BAD_LINES[k % 3])
+    (tmp_path / "salted.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    one = f"chdb://{tmp_path / 'one'}"
+    summary = replay([tmp_path / "salted.jsonl"], one, tmp_path / "one.jsonl")
+
+    addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    procs = [subprocess.Popen(
+        [orderwatch_exe(), "replay", str(tmp_path / "salted.jsonl"), "--clickhouse",
+         f"chdb://{tmp_path / 'two'}", "--alerts-out", str(tmp_path / f"two-{i}.jsonl"),
+         "-a", addresses, "-i", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for i in (0, 1)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
+    dead = [int(re.search(r"dead letters +([\d,]+)", out)[1]) for out, _ in outputs]
+    # both decoded part of the file (the simulation's own malformed events among them)
+    assert sum(dead) == int(re.search(r"dead letters +([\d,]+)", summary)[1]) > 8
+    assert min(dead) > 0, dead
+    assert digests(f"chdb://{tmp_path / 'two'}") == digests(one)
+    assert sorted(read_jsonl(tmp_path / "two-0.jsonl"), key=json.dumps) == \
+        sorted(read_jsonl(tmp_path / "one.jsonl"), key=json.dumps)
