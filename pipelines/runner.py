@@ -123,6 +123,7 @@ class Summary:
     watermark: float | None
     alerts: Counter = field(default_factory=Counter)
     peak_rss_mib: float | None = None  # of the dataflow, before the tables are merged
+    merge_s: float | None = None  # the tables' final merge, the end of elapsed_s (leader)
 
     def lines(self, tz: str = "Asia/Shanghai") -> list[str]:
         rate = self.events / self.elapsed_s if self.elapsed_s else 0.0
@@ -137,6 +138,8 @@ class Summary:
         if self.peak_rss_mib is not None:
             out.append(f"memory peak        {self.peak_rss_mib:,.1f} MiB resident "
                        "(the dataflow, before the tables are merged)")
+        if self.merge_s is not None:
+            out.append(f"tables merged      in {self.merge_s:.1f} s (after the dataflow)")
         names = sorted({name for name, _ in self.alerts})
         out.append(f"alerts             {sum(self.alerts.values()):,} notifications")
         out.extend(f"  {name:<26} firing {self.alerts[(name, 'firing')]:>6,}  "
@@ -217,14 +220,18 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
             notifier.close()
         if server is not None:
             server.shutdown()
+    merge_s = None
     if client is not None:
+        merging = time.monotonic()
         with write_lock:
             settle(client, target.database)
+        merge_s = time.monotonic() - merging
     mark = exporter.value("orderwatch_event_time_watermark_seconds")
     return Summary(target, time.monotonic() - started, int(exporter.total("orderwatch_events")),
                    int(exporter.total("orderwatch_events_redelivered")),
                    int(exporter.total("orderwatch_dead_letters")),
-                   int(exporter.value("orderwatch_open_orders")), mark or None, alerts, peak_mib)
+                   int(exporter.value("orderwatch_open_orders")), mark or None, alerts, peak_mib,
+                   merge_s)
 
 
 def peak_resident_mib() -> float | None:

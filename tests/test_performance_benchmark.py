@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from benchmarks.performance import histogram, open_orders_file, quantile
+from benchmarks.performance import dataflow_tenths, histogram, open_orders_file, quantile
 from orderwatch.config import Settings
 from orderwatch.events import decode
 from orderwatch.pipelines.order_shard import OrderShard, ShardInput
@@ -42,3 +42,11 @@ def test_the_open_orders_file_is_quiet_traffic(tmp_path):
     out = shard.process(ShardInput("o0", events, "p", max(e.ts for e in events), True, 1))
     assert len(shard.book) == 2_000
     assert [a.alert for a in out.alerts] == []
+
+
+def test_the_week_is_read_over_the_dataflow_not_the_final_merge():
+    """Samples every second of a 30 s replay: 2 s of start-up, 25 s of dataflow at a level
+    600 MiB, then 3 s of the tables' merge at 900 MiB, which is not the pipeline's."""
+    rss = [(t, (100 if t < 2 else 600 if t < 27 else 900) * 1024) for t in range(31)]
+    run = {"rss": rss, "wall_s": 30.0, "flow_s": 28.0, "merge_s": 3.0}
+    assert dataflow_tenths(run) == [600] * 10
