@@ -75,7 +75,7 @@ def route_to_order_shards(decoded: Decoded, shards: int) -> list[tuple[str, Shar
     dead = [(d.read_after, d.reason_class()) for d in decoded.dead]  # for the first shard
     return [(key, ShardInput(key, events, decoded.partition, decoded.max_ts, decoded.ended,
                              decoded.partitions, decoded.idle, decoded.ingested_at,
-                             dead if key == keys[0] else []))
+                             dead if key == keys[0] else [], decoded.draining))
             for key, events in by_shard.items()]
 
 

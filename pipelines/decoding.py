@@ -32,6 +32,7 @@ class Chunk:
     # wall clock when the records entered the pipeline: alert latency is measured from here
     ingested_at: float = field(default_factory=time.time)
     source: str = ""  # what dead letters name as their source; "" for the partition
+    draining: int = 0  # ended: how many empty chunks still follow (watermark.DRAIN_STEPS)
 
     @property
     def origin(self) -> str:
@@ -76,6 +77,7 @@ class Decoded:
     idle: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     ingested_at: float = 0.0
+    draining: int = 0
 
 
 def decode_chunk(chunk: Chunk, max_event_bytes: int = 1 << 20) -> Decoded:
@@ -104,4 +106,5 @@ def decode_chunk(chunk: Chunk, max_event_bytes: int = 1 << 20) -> Decoded:
             if event.ts > max_ts:
                 max_ts = event.ts
     return Decoded(chunk.partition, events, dead, max_ts, chunk.ended, chunk.partitions,
-                   len(chunk.records), chunk.idle, ingested_at=chunk.ingested_at)
+                   len(chunk.records), chunk.idle, ingested_at=chunk.ingested_at,
+                   draining=chunk.draining)

@@ -39,6 +39,7 @@ class ShardInput:
     ingested_at: float = 0.0
     # (event time read before it, reason class) of each dead letter, for one shard only
     dead_letters: list[tuple[float, str]] = field(default_factory=list)
+    draining: int = 0
 
 
 @dataclass(slots=True)
@@ -110,7 +111,8 @@ class OrderShard:
             if not self.buffer.push_event(event):
                 self._apply(event, out, batch)  # later than the allowed lateness
         self._count_dead_letters(inp, batch)
-        self.watermark.observe(inp.partition, inp.max_ts, inp.ended, inp.partitions, inp.idle)
+        self.watermark.observe(inp.partition, inp.max_ts, inp.ended, inp.partitions, inp.idle,
+                               inp.draining)
         mark = self.watermark.watermark()
         if mark > self.now:
             for event in self.buffer.release(mark):

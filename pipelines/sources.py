@@ -16,6 +16,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from orderwatch.engine.simulator import SimConfig, Simulator
 from orderwatch.pipelines.decoding import Chunk
+from orderwatch.pipelines.watermark import DRAIN_STEPS
 
 
 class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
@@ -38,10 +39,14 @@ class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
             offset, self.line_no = resume
             self.file.seek(offset)
         self.done = False
+        self.draining = DRAIN_STEPS - 1
 
     def next_batch(self) -> list[Chunk]:
         if self.done:
-            raise StopIteration
+            if not self.draining:
+                raise StopIteration
+            self.draining -= 1
+            return [self._chunk(self.line_no + 1, [])]
         readline = self.file.readline
         while (self.line_no // self.batch_size) % self.stripes != self.stripe:
             if not readline():  # in another stripe's block: skip it
@@ -60,7 +65,8 @@ class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
         return [self._chunk(first, records)]
 
     def _chunk(self, first: int, records: list[bytes]) -> Chunk:
-        return Chunk(self.name, first, records, self.done, self.parts, source=self.path)
+        return Chunk(self.name, first, records, self.done, self.parts, source=self.path,
+                     draining=self.draining if self.done else 0)
 
     def snapshot(self) -> tuple[int, int]:
         return (self.file.tell(), self.line_no)

@@ -10,10 +10,14 @@ event time of the whole input: every timeout due by then fires, none later.
 from __future__ import annotations
 
 NEVER = -float("inf")
+# A source that drains sends its last input and then DRAIN_STEPS - 1 empty ones, counting
+# down `draining`: the end of input releases the last allowed lateness in that many steps
+# rather than at once (all those events' rows at once cost ~10 KB each, issue #8).
+DRAIN_STEPS = 8
 
 
 class WatermarkTracker:
-    __slots__ = ("_ended", "_idle", "_latest", "expected", "lateness")
+    __slots__ = ("_draining", "_ended", "_idle", "_latest", "expected", "lateness")
 
     def __init__(self, lateness_s: float, expected_partitions: int = 1) -> None:
         self.lateness = lateness_s
@@ -21,11 +25,13 @@ class WatermarkTracker:
         self._latest: dict[str, float] = {}
         self._ended: set[str] = set()
         self._idle: set[str] = set()
+        self._draining: dict[str, int] = {}
 
     def observe(self, partition: str, max_ts: float, ended: bool, partitions: int,
-                idle: bool = False) -> None:
+                idle: bool = False, draining: int = 0) -> None:
         """`idle`: the partition is caught up (tailing Kafka) and must not hold event time
-        back until it delivers again."""
+        back until it delivers again. `draining`: an ended partition will send this many
+        more empty inputs, over which the watermark crosses the last allowed lateness."""
         self.expected = max(self.expected, partitions)
         if max_ts > self._latest.get(partition, NEVER):
             self._latest[partition] = max_ts
@@ -33,10 +39,17 @@ class WatermarkTracker:
             self._latest[partition] = NEVER
         if ended:
             self._ended.add(partition)
+            self._draining[partition] = draining
         if idle and max_ts == NEVER:
             self._idle.add(partition)
         else:
             self._idle.discard(partition)
+
+    def __setstate__(self, state: tuple[None, dict]) -> None:
+        """Snapshots taken before draining have no `_draining`: nothing is draining."""
+        self._draining = {}
+        for name, value in state[1].items():
+            setattr(self, name, value)
 
     @property
     def all_ended(self) -> bool:
@@ -46,7 +59,8 @@ class WatermarkTracker:
         if not self._latest:
             return NEVER
         if self.all_ended:
-            return max(self._latest.values())
+            left = max(self._draining.values(), default=0)
+            return max(self._latest.values()) - self.lateness * left / DRAIN_STEPS
         if len(self._latest) < self.expected:
             return NEVER
         live = [ts for p, ts in self._latest.items()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 import random
 
 import pytest
@@ -10,7 +11,12 @@ from orderwatch.detectors.base import LEFT_MEMORY, STALE_SLACK, Deadlines
 from orderwatch.detectors.order_book import OrderBook, has_digest
 from orderwatch.events import Event
 from orderwatch.pipelines.order_shard import OrderShard, ShardInput
-from orderwatch.pipelines.watermark import NEVER, MinOfUpstreams, WatermarkTracker
+from orderwatch.pipelines.watermark import (
+    DRAIN_STEPS,
+    NEVER,
+    MinOfUpstreams,
+    WatermarkTracker,
+)
 
 from conftest import HOUR, T0, callback, order_event, ship
 
@@ -160,3 +166,29 @@ def test_alerts_still_firing_resolve_when_their_order_leaves_memory():
     later = feed(order_event("X2", 7 * HOUR, "create", "pending_payment"))
     assert ("callback_lost", "resolved", LEFT_MEMORY) in later
     assert "L1" not in shard.book.orders
+
+
+def test_the_end_of_input_crosses_the_last_lateness_in_steps():
+    """A draining source's last inputs move the watermark by an eighth of the allowed
+    lateness each, so the last 5 minutes of events are not all released at once."""
+    wm = WatermarkTracker(lateness_s=80, expected_partitions=2)
+    wm.observe("a#1/2", 1000.0, False, 2)
+    wm.observe("b#2/2", 990.0, False, 2)
+    assert wm.watermark() == 990.0 - 80
+    marks = []
+    for left in reversed(range(DRAIN_STEPS)):
+        wm.observe("a#1/2", NEVER, True, 2, draining=left)
+        wm.observe("b#2/2", NEVER, True, 2, draining=left)
+        marks.append(wm.watermark())
+    assert marks == [1000.0 - 80 * k / DRAIN_STEPS for k in reversed(range(DRAIN_STEPS))]
+    assert marks[-1] == 1000.0  # the end: every timeout due by the last event fires
+
+
+def test_a_tracker_snapshotted_before_draining_resumes():
+    wm = WatermarkTracker(lateness_s=60)
+    wm.observe("p", 100.0, True, 1)
+    state = wm.__getstate__()
+    del state[1]["_draining"]  # as written before the slot existed
+    old = WatermarkTracker.__new__(WatermarkTracker)
+    old.__setstate__(state)
+    assert pickle.loads(pickle.dumps(old)).watermark() == 100.0
