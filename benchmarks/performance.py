@@ -100,7 +100,9 @@ def replay(events: Path, work: Path, *extra: str, env: dict[str, str] | None = N
 
 
 def dataflow_tenths(run: dict) -> list[int]:
-    """Resident MiB at the end of each tenth of the dataflow, from a replay's samples.
+    """The resident high-water mark (MiB) of each tenth of the dataflow, from a replay's
+    samples. The peak, not a single sample: chDB's merges make the resident size a saw
+    tooth of ~80 MiB, and one sample per tenth read wherever the tooth happened to be.
 
     The replay's time ends with the tables' final merge (OPTIMIZE FINAL), whose memory is
     not the pipeline's: the dataflow ran from `flow_s` before the end of the process to
@@ -108,8 +110,10 @@ def dataflow_tenths(run: dict) -> list[int]:
     """
     rss, wall = run["rss"], run["wall_s"]
     start, end = wall - run["flow_s"], wall - run["merge_s"]
-    return [[r for t, r in rss if t < start + (end - start) * k / 10][-1] // 1024
-            for k in range(1, 11)]
+    bounds = [start + (end - start) * k / 10 for k in range(11)]
+    return [max([r for t, r in rss if bounds[k] <= t < bounds[k + 1]]
+                or [r for t, r in rss if t < bounds[k + 1]][-1:]) // 1024
+            for k in range(10)]
 
 
 def parse_floor(events: Path) -> dict:

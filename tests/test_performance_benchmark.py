@@ -45,8 +45,11 @@ def test_the_open_orders_file_is_quiet_traffic(tmp_path):
 
 
 def test_the_week_is_read_over_the_dataflow_not_the_final_merge():
-    """Samples every second of a 30 s replay: 2 s of start-up, 25 s of dataflow at a level
-    600 MiB, then 3 s of the tables' merge at 900 MiB, which is not the pipeline's."""
-    rss = [(t, (100 if t < 2 else 600 if t < 27 else 900) * 1024) for t in range(31)]
-    run = {"rss": rss, "wall_s": 30.0, "flow_s": 28.0, "merge_s": 3.0}
-    assert dataflow_tenths(run) == [600] * 10
+    """Samples every half second of a 30 s replay: 2 s of start-up, 25 s of dataflow, a
+    saw tooth between 600 and 680 MiB (2 s period), then 3 s of the tables' merge at
+    900 MiB, which is not the pipeline's. Each tenth reads its peak, wherever the tooth."""
+    def rss_at(t: float) -> int:
+        return 100 if t < 2 else (680 if t % 2 == 0 else 600) if t < 27 else 900
+    run = {"rss": [(t / 2, rss_at(t / 2) * 1024) for t in range(61)], "wall_s": 30.0,
+           "flow_s": 28.0, "merge_s": 3.0}
+    assert dataflow_tenths(run) == [680] * 10
