@@ -23,7 +23,8 @@ class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
     """One stripe of a file: blocks of `batch_size` lines, stripe k of n taking blocks k,
     k+n, k+2n… Every stripe reads the whole file (splitting lines is cheap) and decodes
     only its own blocks, so n workers decode in parallel and move through event time
-    together; line numbers stay the file's."""
+    together; line numbers stay the file's. After the last line come DRAIN_STEPS - 1
+    empty chunks, over which the end of input is released in steps (watermark.py)."""
 
     def __init__(self, path: str, batch_size: int, parts: int,
                  resume: tuple[int, int] | None, stripe: int = 0, stripes: int = 1) -> None:
