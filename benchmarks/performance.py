@@ -176,15 +176,16 @@ def memory(events: Path, work: Path, open_orders: int) -> dict:
     with events.open("rb") as f:
         template = next(e for e in map(orjson.loads, f)
                         if isinstance(e, dict) and e.get("action") == "create")
-    sizes = (10_000, 100_000, open_orders)
+    baseline = min(100_000, open_orders // 2)  # a smaller --open-orders: half of it
+    small = min(10_000, baseline // 2)
     runs = {}
     try:
-        for n in sizes:
+        for n in (small, baseline, open_orders):
             path = work / f"open-{n}.jsonl"
             open_orders_file(path, n, template)
             runs[n] = replay(path, work)
         no_lateness = {n: replay(work / f"open-{n}.jsonl", work, env=NO_LATENESS)
-                       for n in (100_000, open_orders)}
+                       for n in (baseline, open_orders)}
     except OverBudget as exc:
         return {"open_orders": open_orders, "over_budget": str(exc)}
     full = runs[open_orders]
@@ -192,7 +193,7 @@ def memory(events: Path, work: Path, open_orders: int) -> dict:
     def per_order(base: dict, key: str = "flow_peak_rss_mib", run: dict = full) -> int:
         return round((run[key] - base[key]) * 1024 * 1024
                      / (run["open_orders"] - base["open_orders"]))
-    small, base = runs[10_000], runs[100_000]
+    base = runs[baseline]
     # the dataflow's own high-water mark; the whole process adds the tables' final merge
     # (OPTIMIZE FINAL) a replay runs after the last event
     return {"open_orders": full["open_orders"],
@@ -202,11 +203,11 @@ def memory(events: Path, work: Path, open_orders: int) -> dict:
             "baseline_flow_peak_rss_mib": base["flow_peak_rss_mib"],
             "bytes_per_open_order": per_order(base),
             "bytes_per_open_order_with_final_merge": per_order(base, "peak_rss_mib"),
-            "small_baseline_open_orders": small["open_orders"],
-            "small_baseline_flow_peak_rss_mib": small["flow_peak_rss_mib"],
-            "bytes_per_open_order_over_small_baseline": per_order(small),
+            "small_baseline_open_orders": runs[small]["open_orders"],
+            "small_baseline_flow_peak_rss_mib": runs[small]["flow_peak_rss_mib"],
+            "bytes_per_open_order_over_small_baseline": per_order(runs[small]),
             "no_lateness_flow_peak_rss_mib": no_lateness[open_orders]["flow_peak_rss_mib"],
-            "bytes_per_open_order_no_lateness": per_order(no_lateness[100_000],
+            "bytes_per_open_order_no_lateness": per_order(no_lateness[baseline],
                                                           run=no_lateness[open_orders])}
 
 
