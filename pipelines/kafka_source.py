@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from orderwatch.config import ConfigError
 from orderwatch.pipelines.decoding import Chunk
-from orderwatch.pipelines.sources import StopSignal
+from orderwatch.pipelines.sources import Drain, StopSignal
 
 log = logging.getLogger(__name__)
 DEFAULT_TOPICS = ("orders", "callbacks", "logistics")
@@ -58,11 +58,13 @@ class _KafkaPartition(StatefulSourcePartition[Chunk, int]):
         self.next_offset = resume
         self.stop = stop
         self.done = False
+        self.drain = Drain()
         self.idle_since: datetime | None = None
 
     def next_batch(self) -> list[Chunk]:
         if self.done:
-            raise StopIteration
+            return [Chunk(self.part, self.next_offset or 0, [], True, self.parts, [],
+                          draining=self.drain.next_step())]
         records, positions, at_end = [], [], False
         for message in self.consumer.consume(self.batch_size, self.POLL_S):
             error = message.error()
@@ -80,7 +82,8 @@ class _KafkaPartition(StatefulSourcePartition[Chunk, int]):
         idle = not records and (at_end or self.idle_since is not None)
         self.idle_since = (self.idle_since or datetime.now(UTC)) if idle else None
         first = positions[0] if positions else (self.next_offset or 0)
-        return [Chunk(self.part, first, records, ended, self.parts, positions, idle)]
+        return [Chunk(self.part, first, records, ended, self.parts, positions, idle,
+                      draining=self.drain.left if ended else 0)]
 
     def next_awake(self) -> datetime | None:
         # caught up: poll again shortly instead of spinning

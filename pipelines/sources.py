@@ -19,6 +19,24 @@ from orderwatch.pipelines.decoding import Chunk
 from orderwatch.pipelines.watermark import DRAIN_STEPS
 
 
+class Drain:
+    """The end of a partition: its last chunk and the DRAIN_STEPS - 1 empty ones after it
+    count `draining` down, and the watermark crosses the last allowed lateness a step per
+    chunk rather than at once (watermark.py)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = DRAIN_STEPS - 1
+
+    def next_step(self) -> int:
+        """`draining` for the next empty chunk; StopIteration once the last has gone."""
+        if not self.left:
+            raise StopIteration
+        self.left -= 1
+        return self.left
+
+
 class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
     """One stripe of a file: blocks of `batch_size` lines, stripe k of n taking blocks k,
     k+n, k+2n… Every stripe reads the whole file (splitting lines is cheap) and decodes
@@ -40,14 +58,11 @@ class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
             offset, self.line_no = resume
             self.file.seek(offset)
         self.done = False
-        self.draining = DRAIN_STEPS - 1
+        self.drain = Drain()
 
     def next_batch(self) -> list[Chunk]:
         if self.done:
-            if not self.draining:
-                raise StopIteration
-            self.draining -= 1
-            return [self._chunk(self.line_no + 1, [])]
+            return [self._chunk(self.line_no + 1, [], self.drain.next_step())]
         readline = self.file.readline
         while (self.line_no // self.batch_size) % self.stripes != self.stripe:
             if not readline():  # in another stripe's block: skip it
@@ -65,9 +80,11 @@ class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
             records.append(line.strip())  # blank lines stay, so positions are line numbers
         return [self._chunk(first, records)]
 
-    def _chunk(self, first: int, records: list[bytes]) -> Chunk:
+    def _chunk(self, first: int, records: list[bytes], draining: int | None = None) -> Chunk:
+        if draining is None:
+            draining = self.drain.left if self.done else 0
         return Chunk(self.name, first, records, self.done, self.parts, source=self.path,
-                     draining=self.draining if self.done else 0)
+                     draining=draining)
 
     def snapshot(self) -> tuple[int, int]:
         return (self.file.tell(), self.line_no)
@@ -136,6 +153,7 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
         self.emitted = 0
         self.sent = 0  # since the clock started: what the pace is measured against
         self.done = False
+        self.drain = Drain()
 
     def _warm(self) -> bool:
         if not self.sim.warm_up(self.WARM_SLICE_S):
@@ -149,11 +167,13 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
 
     def next_batch(self) -> list[Chunk]:
         if self.done:
-            raise StopIteration
+            return [Chunk("engine", self.emitted + 1, [], True, 1,
+                          draining=self.drain.next_step())]
         if self.started is None and not self._warm():
             if self.stop.is_set():  # stopped while warming up: end with nothing sent
                 self.done = True
-                return [Chunk("engine", self.emitted + 1, [], True, 1)]
+                return [Chunk("engine", self.emitted + 1, [], True, 1,
+                              draining=self.drain.left)]
             return []
         assert self.started is not None
         now = time.monotonic()
@@ -174,7 +194,8 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
         self.emitted += len(records)
         self.sent += len(records)
         first = self.emitted - len(records) + 1
-        return [Chunk("engine", first, records, ended, 1)]
+        return [Chunk("engine", first, records, ended, 1,
+                      draining=self.drain.left if ended else 0)]
 
     def next_awake(self) -> datetime | None:
         if self.done or self.behind or self.started is None:

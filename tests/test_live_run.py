@@ -145,6 +145,7 @@ def test_a_warm_start_never_blocks_the_dataflow_and_then_keeps_pace(tmp_path):
 def test_an_engine_partition_warms_up_in_slices_and_stops_when_told():
     from orderwatch.engine.simulator import SimConfig
     from orderwatch.pipelines.sources import EngineSource, StopSignal
+    from orderwatch.pipelines.watermark import DRAIN_STEPS
 
     config = SimConfig(seed=3, orders=None, orders_per_minute=60.0, record_labels=False,
                        warm_up=2 * 86400.0)
@@ -166,6 +167,9 @@ def test_an_engine_partition_warms_up_in_slices_and_stops_when_told():
     assert cold.next_batch() == []
     stop_early.set()
     (last,) = cold.next_batch()
-    assert last.ended and last.records == []
+    assert last.ended and last.records == [] and last.draining == DRAIN_STEPS - 1
+    # then empty chunks over which the end of input is released in steps
+    assert [chunk.draining for _ in range(DRAIN_STEPS - 1) for chunk in cold.next_batch()] \
+        == list(reversed(range(DRAIN_STEPS - 1)))
     with pytest.raises(StopIteration):
         cold.next_batch()
