@@ -62,7 +62,8 @@ class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
 
     def next_batch(self) -> list[Chunk]:
         if self.done:
-            return [self._chunk(self.line_no + 1, [], self.drain.next_step())]
+            self.drain.next_step()
+            return [self._chunk(self.line_no + 1, [])]
         readline = self.file.readline
         while (self.line_no // self.batch_size) % self.stripes != self.stripe:
             if not readline():  # in another stripe's block: skip it
@@ -80,11 +81,9 @@ class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
             records.append(line.strip())  # blank lines stay, so positions are line numbers
         return [self._chunk(first, records)]
 
-    def _chunk(self, first: int, records: list[bytes], draining: int | None = None) -> Chunk:
-        if draining is None:
-            draining = self.drain.left if self.done else 0
+    def _chunk(self, first: int, records: list[bytes]) -> Chunk:
         return Chunk(self.name, first, records, self.done, self.parts, source=self.path,
-                     draining=draining)
+                     draining=self.drain.left if self.done else 0)
 
     def snapshot(self) -> tuple[int, int]:
         return (self.file.tell(), self.line_no)

@@ -17,14 +17,14 @@ DRAIN_STEPS = 8
 
 
 class WatermarkTracker:
-    __slots__ = ("_draining", "_ended", "_idle", "_latest", "expected", "lateness")
+    __slots__ = ("_draining", "_idle", "_latest", "expected", "lateness")
 
     def __init__(self, lateness_s: float, expected_partitions: int = 1) -> None:
         self.lateness = lateness_s
         self.expected = expected_partitions
         self._latest: dict[str, float] = {}
-        self._ended: set[str] = set()
         self._idle: set[str] = set()
+        # the partitions that ended → how many empty inputs each will still send
         self._draining: dict[str, int] = {}
 
     def observe(self, partition: str, max_ts: float, ended: bool, partitions: int,
@@ -38,7 +38,6 @@ class WatermarkTracker:
         elif partition not in self._latest:
             self._latest[partition] = NEVER
         if ended:
-            self._ended.add(partition)
             self._draining[partition] = draining
         if idle and max_ts == NEVER:
             self._idle.add(partition)
@@ -46,14 +45,17 @@ class WatermarkTracker:
             self._idle.discard(partition)
 
     def __setstate__(self, state: tuple[None, dict]) -> None:
-        """Snapshots taken before draining have no `_draining`: nothing is draining."""
-        self._draining = {}
-        for name, value in state[1].items():
+        """Snapshots taken before draining keep the ended partitions as a set, `_ended`:
+        none of them is draining."""
+        slots = dict(state[1])
+        if "_ended" in slots:
+            slots["_draining"] = dict.fromkeys(slots.pop("_ended"), 0)
+        for name, value in slots.items():
             setattr(self, name, value)
 
     @property
     def all_ended(self) -> bool:
-        return len(self._ended) >= self.expected
+        return len(self._draining) >= self.expected
 
     def watermark(self) -> float:
         if not self._latest:
@@ -64,7 +66,7 @@ class WatermarkTracker:
         if len(self._latest) < self.expected:
             return NEVER
         live = [ts for p, ts in self._latest.items()
-                if p not in self._ended and p not in self._idle]
+                if p not in self._draining and p not in self._idle]
         if not live:  # every partition caught up: nothing older can still arrive
             live = [max(self._latest.values())]
         return min(live) - self.lateness
