@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,14 +102,19 @@ class RiskModel:
             raise ValueError(f"{path} was trained on other features; retrain it")
         return cls(data["coef"], data["intercept"], data.get("trained", {}))
 
+    def risk(self, x: list[float]) -> float:
+        """Risk 0-100. Scored for every event applied, so it ranks no reasons."""
+        z = self.intercept + sum(map(operator.mul, self.coef, x))
+        return 100.0 / (1.0 + math.exp(-max(-40.0, min(40.0, z))))
+
+    def contributions(self, x: list[float]) -> list[tuple[float, int]]:
+        """(w_i·x_i, feature index) of the features present, largest first."""
+        return sorted(((w * v, i) for i, (w, v) in enumerate(zip(self.coef, x, strict=True))
+                       if v), reverse=True)
+
     def score(self, x: list[float]) -> tuple[float, list[tuple[float, int]]]:
         """(risk 0-100, contributions as (w_i·x_i, feature index), largest first)."""
-        contributions = [(w * v, i) for i, (w, v) in enumerate(zip(self.coef, x, strict=True))
-                         if v]
-        z = self.intercept + sum(c for c, _ in contributions)
-        risk = 100.0 / (1.0 + math.exp(-max(-40.0, min(40.0, z))))
-        contributions.sort(reverse=True)
-        return risk, contributions
+        return self.risk(x), self.contributions(x)
 
 
 class _Context:
@@ -267,7 +273,7 @@ class RiskScorer:
             self.snapshots.append((order.order_no, now, x))
         if self.model is None:
             return []
-        risk, contributions = self.model.score(x)
+        risk = self.model.risk(x)
         if risk > order.risk_max:
             order.risk_max = risk
         key = order.order_no
@@ -276,14 +282,15 @@ class RiskScorer:
         reasons = None
         if abs(risk - order.risk_written) >= 1.0 or order.finished_at is not None:
             order.risk_written = risk
-            reasons = _top_reasons(contributions)
+            reasons = _top_reasons(self.model.contributions(x))
             self.rows.append([key, round(risk, 1), round(order.risk_max, 1),
                               self._texts(reasons, order, now, x, self.language),
                               [f.reason for f in reasons], order.channel or "", now])
         out = []
         if risk >= self.t.risk_high:
             if not self.book.is_firing(key):
-                reasons = _top_reasons(contributions) if reasons is None else reasons
+                if reasons is None:
+                    reasons = _top_reasons(self.model.contributions(x))
                 labels = {"order_no": key, "channel": order.channel or "",
                           "reason": reasons[0].reason if reasons else ""}
                 alert = self.book.fire(key, labels, now, round(risk, 1),

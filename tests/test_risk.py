@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from orderwatch.config import Thresholds
 from orderwatch.detectors.base import run_on
 from orderwatch.detectors.catalogue import order_detectors
@@ -32,6 +34,19 @@ def test_shipped_model_matches_the_features_and_records_its_training():
     assert len(model.coef) == len(FEATURE_NAMES)
     assert model.meta["seeds"] and model.meta["holdout_order_auc"] >= 0.95
     assert "risk_training" in model.meta["command"]
+
+
+def test_the_risk_alone_is_the_logistic_score_and_reasons_rank_largest_first():
+    """Every applied event is scored, so the risk is computed without ranking reasons;
+    the ranking is done only for what is written or fired, and must agree with it."""
+    model = RiskModel(coef=[0.5] * len(FEATURE_NAMES), intercept=-1.0, meta={})
+    x = [0.0] * len(FEATURE_NAMES)
+    x[FEATURE_NAMES.index("paid_pending")] = 2.0
+    x[FEATURE_NAMES.index("notify_failures")] = 1.0
+    assert model.risk(x) == 100.0 / (1.0 + math.exp(-(-1.0 + 1.0 + 0.5)))
+    assert model.contributions(x) == [(1.0, FEATURE_NAMES.index("paid_pending")),
+                                      (0.5, FEATURE_NAMES.index("notify_failures"))]
+    assert model.score(x) == (model.risk(x), model.contributions(x))
 
 
 def test_a_healthy_order_stays_low_risk():
