@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -66,14 +66,43 @@ class Event:
 
 
 def parse_timestamp(value: object, name: str = "occurred_at") -> float:
-    """RFC 3339 with an offset → POSIX seconds. Naive times are rejected: their zone is a guess."""
+    """RFC 3339 with an offset → POSIX seconds. Naive times are rejected: their zone is a guess.
+
+    Nearly every timestamp shares its minute and zone with one parsed before, so those are
+    checked and converted once per minute (`_parse_full`) and only the seconds here.
+    """
+    if type(value) is str and len(value) >= 20:
+        zone = value[-6:] if value[-6] in "+-" else value[-1]
+        base = _minutes.get((value[:17], zone))
+        if base is not None:
+            seconds = value[17:len(value) - len(zone)]  # "SS" or "SS.fraction"
+            if (seconds.isascii() and seconds[:2].isdigit() and seconds[:2] < "60"
+                    and (len(seconds) == 2 or (3 < len(seconds) <= 12 and seconds[2] == "."
+                                               and seconds[3:].isdigit()))):
+                # as datetime does: the fraction truncated to microseconds, then µs / 10⁶
+                micros = int(seconds[3:9].ljust(6, "0")) if len(seconds) > 2 else 0
+                return (base + int(seconds[:2]) * 1_000_000 + micros) / 1_000_000
+    return _parse_full(value, name)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_minutes: dict[tuple[str, str], int] = {}  # ("2026-02-23T08:15:", "+08:00") → its µs
+
+
+def _parse_full(value: object, name: str) -> float:
     if not isinstance(value, str) or not _RFC3339.match(value):
         raise InvalidEvent(f"bad timestamp in '{name}': {str(value)[:64]!r} is not RFC 3339 "
                            "with an offset")
     try:
-        return datetime.fromisoformat(value.replace("z", "Z")).timestamp()
+        ts = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError as exc:
         raise InvalidEvent(f"bad timestamp in '{name}': {value!r} ({exc})") from None
+    zone = value[-6:] if value[-6] in "+-" else value[-1]
+    if len(_minutes) >= 4096:
+        _minutes.clear()
+    minute = ts.replace(second=0, microsecond=0) - _EPOCH
+    _minutes[(value[:17], zone)] = (minute.days * 86_400 + minute.seconds) * 1_000_000
+    return ts.timestamp()
 
 
 # --- field checkers -----------------------------------------------------------------------

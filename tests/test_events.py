@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import json
 import random
+from datetime import datetime
 
 import jsonschema
 import pytest
 
 from orderwatch.engine.faults import SCENARIOS
 from orderwatch.engine.simulator import SimConfig, Simulator
-from orderwatch.events import InvalidEvent, decode, validate
+from orderwatch.events import _RFC3339, InvalidEvent, decode, parse_timestamp, validate
 
 CONTRACT_EXAMPLES = [
     '{"event_id":"e1","stream":"order","order_no":"ORD20260223001","occurred_at":"2026-02-23T10:00:00+08:00","action":"create","result":"ok","status":"pending_payment","source":"oms","user_id":"U77","channel":"wechat_miniapp","amount":199.00,"items":[{"sku":"SKU-1","qty":1}],"grace_period_s":172800,"client_created_at":"2026-02-23T02:00:00Z"}',
@@ -120,3 +121,39 @@ def test_validator_agrees_with_schema_on_simulated_and_corrupted_events(schema):
             if ours_accepts(bad) != schema_accepts(schema, bad):
                 disagreements.append(bad)
     assert not disagreements[:5]
+
+
+def _reference_parse(value: object) -> float | None:
+    """RFC 3339 as the contract reads it, by pattern and datetime alone (None: rejected)."""
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("z", "Z")).timestamp()
+    except ValueError:
+        return None
+
+
+def _timestamp_variants(rng: random.Random) -> list[str]:
+    date = f"20{rng.randint(20, 39)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    minute = f"{date}{rng.choice('Tt ')}{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:"
+    zone = rng.choice(["Z", "z", "+08:00", "-05:30", "+00:00", "+14:00", "-12:00"])
+    seconds = [f"{rng.randint(0, 59):02d}" + (f".{rng.randint(0, 10**d - 1):0{d}d}" if d else "")
+               for d in (0, 1, 3, 6, 7, 9)]
+    broken = ["60", "99", "5", "005", "00.", "00.1234567890", "0a", "00.12a", "٠٠", "00.١٢",
+              "00,5", "00.5 ", " 00"]
+    return [minute + s + zone for s in seconds + broken] + [
+        minute + "00" + bad for bad in ("", "+0800", "+08", "+24:00", "Zz", "+08:00Z", "-")]
+
+
+def test_timestamps_parse_as_the_reference_does_whatever_the_minute_cache_holds():
+    """Seconds are parsed by hand once the minute and zone were seen: every variant, seen
+    first or second, must give the reference's value to the last bit, or be rejected."""
+    rng = random.Random(3339)
+    for _ in range(300):
+        for text in _timestamp_variants(rng) * 2:  # the second pass finds the minute cached
+            expected = _reference_parse(text)
+            if expected is None:
+                with pytest.raises(InvalidEvent):
+                    parse_timestamp(text)
+            else:
+                assert parse_timestamp(text) == expected, text
