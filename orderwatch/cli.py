@@ -482,6 +482,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     notifiers = _notifiers(settings, args.alerts_out, cluster, recovery)
     # every worker decodes a stripe of each file (decoding is a tenth of the work)
     stripes = max(1, len(cluster.addresses)) * cluster.workers_per_process
+    if recovery is not None:
+        stripes = recovery.stripes(stripes)
     source = JsonlSource(args.files, settings.pipeline.source_batch_size, stripes)
     summary = execute(source, settings,
                       notifiers, serve_metrics=args.metrics, cluster=cluster,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -64,9 +65,29 @@ class Recovery:
     snapshot_interval_s: float = 10.0
 
     PARTITIONS = 1  # recovery database partitions; fixed once created
+    STRIPES = "orderwatch-replay-stripes"  # file in the directory: see stripes()
 
     def resuming(self) -> bool:
         return any(self.directory.glob("part-*.sqlite3"))
+
+    def stripes(self, workers: int) -> int:
+        """How many stripes a replay cuts each file into: as many as the workers of the run
+        that started this directory, whatever the workers now. Bytewax keeps each
+        stripe's read position under the stripe's name and panics on a snapshot of a
+        partition no longer listed; kept, the stripes move between workers on a resume
+        with another count, as the shards do. A directory from before this was recorded
+        gets today's count."""
+        recorded = self.directory / self.STRIPES
+        try:
+            return max(1, int(recorded.read_text()))
+        except (OSError, ValueError):  # not recorded yet (or by an older OrderWatch)
+            pass
+        if not self.resuming():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            partial = recorded.with_name(f"{recorded.name}.{os.getpid()}")  # no torn reads
+            partial.write_text(f"{workers}\n")
+            partial.replace(recorded)
+        return workers
 
     def prepare(self) -> RecoveryConfig:
         if not self.resuming():

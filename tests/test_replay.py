@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import orjson
@@ -14,7 +17,7 @@ import pytest
 from orderwatch.engine.faults import SCENARIOS
 from orderwatch.engine.scoring import format_table, score
 
-from conftest import free_ports, orderwatch, orderwatch_exe
+from conftest import events_counted, free_ports, orderwatch, orderwatch_exe
 
 HEADLINE = ("callback_lost", "callback_failure_rate", "silent_shipment", "lock_ttl_overrun",
             "lock_contention", "duplicate_ship_request", "duplicate_order")
@@ -323,3 +326,38 @@ def test_two_processes_replaying_one_file_decode_a_stripe_each_and_give_what_one
     assert digests(f"chdb://{tmp_path / 'two'}") == digests(one)
     assert sorted(read_jsonl(tmp_path / "two-0.jsonl"), key=json.dumps) == \
         sorted(read_jsonl(tmp_path / "one.jsonl"), key=json.dumps)
+
+
+def test_a_replay_killed_midway_resumes_with_more_workers_to_the_same_results(faulty,
+                                                                              tmp_path):
+    """Bytewax keeps each file stripe's read position under the stripe's name, and the
+    stripes are one per worker: a resume with another worker count listed other stripes
+    and Bytewax panicked. The directory now keeps the stripes it started with."""
+    d, dsn, summary = faulty
+    total = int(re.search(r"events processed +([\d,]+)", summary)[1].replace(",", ""))
+    recovery = ["-r", str(tmp_path / "recovery"), "-s", "0.2"]
+    args = [orderwatch_exe(), "replay", str(d / "events.jsonl"), "--clickhouse",
+            f"chdb://{tmp_path / 'ch'}", "--alerts-out", str(tmp_path / "alerts.jsonl"),
+            *recovery]
+    port = free_ports(1)[0]
+    first = subprocess.Popen([*args, "--metrics"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE,
+                             env={**os.environ, "ORDERWATCH_METRICS_PORT": str(port),
+                                  "ORDERWATCH_PIPELINE_SOURCE_BATCH_SIZE": "200"})
+    try:
+        deadline = time.monotonic() + 120
+        while events_counted(port) < total * 0.4:
+            assert first.poll() is None, "the replay finished before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+
+    second = subprocess.run([*args, "-w", "2"], capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    resumed = int(re.search(r"events processed +([\d,]+)", second.stdout)[1].replace(",", ""))
+    assert 0 < resumed < total  # it went on from a snapshot, not from the beginning
+    assert digests(f"chdb://{tmp_path / 'ch'}") == digests(dsn)
+    assert sorted(read_jsonl(tmp_path / "alerts.jsonl"), key=json.dumps) == \
+        sorted(read_jsonl(d / "alerts.jsonl"), key=json.dumps)
