@@ -483,7 +483,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     # every worker decodes a stripe of each file (decoding is a tenth of the work)
     stripes = max(1, len(cluster.addresses)) * cluster.workers_per_process
     if recovery is not None:
-        stripes = recovery.stripes(stripes)
+        stripes = recovery.replay_stripes(args.files, stripes)
     source = JsonlSource(args.files, settings.pipeline.source_batch_size, stripes)
     summary = execute(source, settings,
                       notifiers, serve_metrics=args.metrics, cluster=cluster,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import threading
@@ -20,7 +21,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import cluster_main, run_main
 
 from orderwatch.alerts.outputs import Notifier
-from orderwatch.config import Settings
+from orderwatch.config import ConfigError, Settings
 from orderwatch.detectors.base import Alert
 from orderwatch.pipelines.clickhouse_client import (
     Target,
@@ -65,29 +66,45 @@ class Recovery:
     snapshot_interval_s: float = 10.0
 
     PARTITIONS = 1  # recovery database partitions; fixed once created
-    STRIPES = "orderwatch-replay-stripes"  # file in the directory: see stripes()
+    LAYOUT = "orderwatch-replay.json"  # file in the directory: see replay_stripes()
 
     def resuming(self) -> bool:
         return any(self.directory.glob("part-*.sqlite3"))
 
-    def stripes(self, workers: int) -> int:
+    def replay_stripes(self, files: list[str], workers: int) -> int:
         """How many stripes a replay cuts each file into: as many as the workers of the run
         that started this directory, whatever the workers now. Bytewax keeps each
         stripe's read position under the stripe's name and panics on a snapshot of a
         partition no longer listed; kept, the stripes move between workers on a resume
-        with another count, as the shards do. A directory from before this was recorded
-        gets today's count."""
-        recorded = self.directory / self.STRIPES
+        with another count, as the shards do. A resume without one of the files the
+        directory started with would meet the same panic, so it is refused up front.
+        A directory from before this was recorded gets today's count."""
+        layout = self._recorded_layout()
+        if layout is None:
+            if not self.resuming():
+                self._record_layout({"stripes": workers, "files": files})
+            return workers
+        missing = [path for path in layout["files"] if path not in files]
+        if missing:
+            raise ConfigError(f"the recovery directory {self.directory} holds the read "
+                              f"positions of {', '.join(missing)}: resume with the files "
+                              "it started with, or give a new directory")
+        return layout["stripes"]
+
+    def _recorded_layout(self) -> dict | None:
         try:
-            return max(1, int(recorded.read_text()))
-        except (OSError, ValueError):  # not recorded yet (or by an older OrderWatch)
-            pass
-        if not self.resuming():
-            self.directory.mkdir(parents=True, exist_ok=True)
-            partial = recorded.with_name(f"{recorded.name}.{os.getpid()}")  # no torn reads
-            partial.write_text(f"{workers}\n")
-            partial.replace(recorded)
-        return workers
+            layout = json.loads((self.directory / self.LAYOUT).read_text())
+            return {"stripes": max(1, int(layout["stripes"])),
+                    "files": [str(path) for path in layout["files"]]}
+        except (OSError, ValueError, TypeError, KeyError):  # none yet, or unreadable
+            return None
+
+    def _record_layout(self, layout: dict) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / self.LAYOUT
+        partial = path.with_name(f"{path.name}.{os.getpid()}")  # no torn reads
+        partial.write_text(json.dumps(layout) + "\n")
+        partial.replace(path)
 
     def prepare(self) -> RecoveryConfig:
         if not self.resuming():

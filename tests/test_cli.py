@@ -33,6 +33,25 @@ def test_configuration_errors_exit_2(tmp_path):
     assert bad_env.returncode == 2 and "ORDERWATCH_METRICS_PORT" in bad_env.stderr
 
 
+def test_a_recovery_directory_resumed_without_its_files_is_refused_in_one_line(tmp_path):
+    """Bytewax panicked on the snapshot of a file no longer listed; say which files the
+    directory holds instead."""
+    for name in ("a", "b"):
+        made = orderwatch("simulate", "--out", str(tmp_path / f"{name}.jsonl"), "--orders",
+                          "20", "--seed", "5")
+        assert made.returncode == 0, made.stderr
+    common = ["--clickhouse", f"chdb://{tmp_path / 'ch'}", "--alerts-out",
+              str(tmp_path / "alerts.jsonl"), "-r", str(tmp_path / "recovery")]
+    first = orderwatch("replay", str(tmp_path / "a.jsonl"), *common)
+    assert first.returncode == 0, first.stderr
+    other = orderwatch("replay", str(tmp_path / "b.jsonl"), *common)
+    assert other.returncode == 2, other.stderr
+    assert other.stderr.count("\n") == 1 and str(tmp_path / "a.jsonl") in other.stderr
+    again = orderwatch("replay", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"),
+                       *common)  # the same files and a new one: resumed, the new one read
+    assert again.returncode == 0, again.stderr
+
+
 def test_simulate_is_deterministic_and_lists_faults(tmp_path):
     for name in ("a", "b"):
         result = orderwatch("simulate", "--out", str(tmp_path / f"{name}.jsonl"), "--labels",
