@@ -79,10 +79,11 @@ class Recovery:
         with another count, as the shards do. A resume without one of the files the
         directory started with would meet the same panic, so it is refused up front.
         A directory from before this was recorded gets today's count."""
+        if not self.resuming():  # nothing to resume: this run sets the layout
+            self._record_layout({"stripes": workers, "files": files})
+            return workers
         layout = self._recorded_layout()
         if layout is None:
-            if not self.resuming():
-                self._record_layout({"stripes": workers, "files": files})
             return workers
         missing = [path for path in layout["files"] if path not in files]
         if missing:

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from bytewax.recovery import init_db_dir
 
+from orderwatch.config import ConfigError
 from orderwatch.engine.faults import SCENARIOS
 from orderwatch.engine.scoring import format_table, score
+from orderwatch.pipelines.runner import Recovery
 
 from conftest import events_counted, free_ports, orderwatch, orderwatch_exe
 
@@ -361,3 +364,15 @@ def test_a_replay_killed_midway_resumes_with_more_workers_to_the_same_results(fa
     assert digests(f"chdb://{tmp_path / 'ch'}") == digests(dsn)
     assert sorted(read_jsonl(tmp_path / "alerts.jsonl"), key=json.dumps) == \
         sorted(read_jsonl(d / "alerts.jsonl"), key=json.dumps)
+
+
+def test_a_recovery_directory_keeps_the_layout_of_its_first_snapshots(tmp_path):
+    """Until Bytewax has written a snapshot there is nothing to resume, and the run sets
+    the layout (a run killed before its first snapshot must not bind the next one)."""
+    recovery = Recovery(tmp_path / "recovery")
+    assert recovery.replay_stripes(["a.jsonl"], 1) == 1
+    assert recovery.replay_stripes(["b.jsonl"], 2) == 2
+    init_db_dir(recovery.directory, Recovery.PARTITIONS)  # now there are snapshots
+    assert recovery.replay_stripes(["b.jsonl", "c.jsonl"], 4) == 2
+    with pytest.raises(ConfigError, match=r"read positions of b\.jsonl"):
+        recovery.replay_stripes(["c.jsonl"], 2)
