@@ -83,7 +83,7 @@ class _KafkaPartition(StatefulSourcePartition[Chunk, int]):
         self.idle_since = (self.idle_since or datetime.now(UTC)) if idle else None
         first = positions[0] if positions else (self.next_offset or 0)
         return [Chunk(self.part, first, records, ended, self.parts, positions, idle,
-                      draining=self.drain.left if ended else 0)]
+                      draining=self.drain.draining(ended))]
 
     def next_awake(self) -> datetime | None:
         # caught up: poll again shortly instead of spinning

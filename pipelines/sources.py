@@ -29,6 +29,10 @@ class Drain:
     def __init__(self) -> None:
         self.left = DRAIN_STEPS - 1
 
+    def draining(self, ended: bool) -> int:
+        """`draining` for a chunk with input: the steps left if it is the last, else 0."""
+        return self.left if ended else 0
+
     def next_step(self) -> int:
         """`draining` for the next empty chunk; StopIteration once the last has gone."""
         if not self.left:
@@ -83,7 +87,7 @@ class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
 
     def _chunk(self, first: int, records: list[bytes]) -> Chunk:
         return Chunk(self.name, first, records, self.done, self.parts, source=self.path,
-                     draining=self.drain.left if self.done else 0)
+                     draining=self.drain.draining(self.done))
 
     def snapshot(self) -> tuple[int, int]:
         return (self.file.tell(), self.line_no)
@@ -194,7 +198,7 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
         self.sent += len(records)
         first = self.emitted - len(records) + 1
         return [Chunk("engine", first, records, ended, 1,
-                      draining=self.drain.left if ended else 0)]
+                      draining=self.drain.draining(ended))]
 
     def next_awake(self) -> datetime | None:
         if self.done or self.behind or self.started is None:
