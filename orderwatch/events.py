@@ -72,8 +72,8 @@ def parse_timestamp(value: object, name: str = "occurred_at") -> float:
     checked and converted once per minute (`_parse_full`) and only the seconds here.
     """
     if type(value) is str and len(value) >= 20:
-        zone = value[-6:] if value[-6] in "+-" else value[-1]
-        base = _minutes.get((value[:17], zone))
+        minute, zone = _minute_key(value)
+        base = _minutes.get((minute, zone))
         if base is not None:
             seconds = value[17:len(value) - len(zone)]  # "SS" or "SS.fraction"
             if (seconds.isascii() and seconds[:2].isdigit() and seconds[:2] < "60"
@@ -89,6 +89,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _minutes: dict[tuple[str, str], int] = {}  # ("2026-02-23T08:15:", "+08:00") → its µs
 
 
+def _minute_key(value: str) -> tuple[str, str]:
+    """("YYYY-MM-DDTHH:MM:", zone) of a timestamp: what `_minutes` files a minute under."""
+    return value[:17], value[-6:] if value[-6] in "+-" else value[-1]
+
+
 def _parse_full(value: object, name: str) -> float:
     if not isinstance(value, str) or not _RFC3339.match(value):
         raise InvalidEvent(f"bad timestamp in '{name}': {str(value)[:64]!r} is not RFC 3339 "
@@ -97,11 +102,10 @@ def _parse_full(value: object, name: str) -> float:
         ts = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError as exc:
         raise InvalidEvent(f"bad timestamp in '{name}': {value!r} ({exc})") from None
-    zone = value[-6:] if value[-6] in "+-" else value[-1]
     if len(_minutes) >= 4096:
         _minutes.clear()
     minute = ts.replace(second=0, microsecond=0) - _EPOCH
-    _minutes[(value[:17], zone)] = (minute.days * 86_400 + minute.seconds) * 1_000_000
+    _minutes[_minute_key(value)] = (minute.days * 86_400 + minute.seconds) * 1_000_000
     return ts.timestamp()
 
 
