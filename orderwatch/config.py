@@ -7,11 +7,65 @@ the console). Every detection threshold of the catalogue lives in `Thresholds`; 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from orderwatch.events import CARRIERS
 
 HOUR = 3600.0
 MINUTE = 60.0
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the CLI turns it into exit code 2."""
+
+
+LANGUAGES = ("zh", "en")
+
+# What a number may be, beyond its type. Every number must be finite; then, by name:
+# durations (`_s`, `_ms`) are more than 0, or 0 or more where 0 means "none"; shares
+# (`_ratio`) lie in 0..1; counts (ints) are at least 1. `_RANGES` says the rest.
+_ZERO_ALLOWED = frozenset({"allowed_lateness_s", "timezone_tolerance_s",
+                           "premature_cancel_tolerance_s", "lock_wait_p95_ms"})
+_RANGES: dict[str, tuple[float, float]] = {
+    "risk_review": (0, 100), "risk_high": (0, 100),
+    "duplicate_ship_min_requests": (2, math.inf),  # a duplicate takes two requests
+    "metrics_port": (1, 65535),
+}
+
+
+def _check_values(section: object, prefix: str) -> None:
+    for f in fields(section):  # type: ignore[arg-type]
+        kind = str(f.type)
+        if kind not in ("int", "float"):
+            continue
+        value = getattr(section, f.name)
+        problem = _number_problem(f.name, kind, value)
+        if problem is not None:
+            raise ConfigError(f"{prefix}{f.name.upper()} {problem}, got {value!r}")
+
+
+def _number_problem(name: str, kind: str, value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be {'an integer' if kind == 'int' else 'a number'}"
+    if not math.isfinite(value):
+        return "must be a finite number"
+    if kind == "int" and not isinstance(value, int):
+        return "must be an integer"
+    if name in _RANGES:
+        low, high = _RANGES[name]
+        return None if low <= value <= high else f"must lie in {low:g}..{high:g}"
+    if name.endswith(("_s", "_ms")):
+        if name in _ZERO_ALLOWED:
+            return None if value >= 0 else "must be 0 or more"
+        return None if value > 0 else "must be more than 0"
+    if name.endswith("_ratio"):
+        return None if 0 <= value <= 1 else "must lie in 0..1"
+    if kind == "int":
+        return None if value >= 1 else "must be at least 1"
+    return None if value > 0 else "must be more than 0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +125,21 @@ class Thresholds:
     metric_anomaly_min_z: float = 5.0
     metric_anomaly_resolve_points: int = 15
 
+    def __post_init__(self) -> None:
+        _check_values(self, "ORDERWATCH_THRESHOLD_")
+        if self.risk_review > self.risk_high:
+            raise ConfigError(f"ORDERWATCH_THRESHOLD_RISK_REVIEW ({self.risk_review:g}) must not "
+                              f"exceed ORDERWATCH_THRESHOLD_RISK_HIGH ({self.risk_high:g})")
+        if self.backlog_horizon_s <= self.backlog_age_s:
+            raise ConfigError("ORDERWATCH_THRESHOLD_BACKLOG_HORIZON_S must exceed "
+                              "ORDERWATCH_THRESHOLD_BACKLOG_AGE_S: the backlog counts the "
+                              "orders created between the two")
+        unknown = sorted(set(self.silent_fast_carriers) - CARRIERS)
+        if unknown:
+            known = ", ".join(sorted(CARRIERS))
+            raise ConfigError(f"ORDERWATCH_THRESHOLD_SILENT_FAST_CARRIERS names unknown "
+                              f"carriers {', '.join(unknown)} (known: {known})")
+
 
 DEFAULT_THRESHOLDS = Thresholds()
 
@@ -92,6 +161,9 @@ class PipelineSettings:
     clickhouse_batch_rows: int = 20_000
     clickhouse_flush_s: float = 1.0
 
+    def __post_init__(self) -> None:
+        _check_values(self, "ORDERWATCH_PIPELINE_")
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -105,6 +177,17 @@ class Settings:
     state_dir: str = "./data/state"  # robot outbox, relay state
     thresholds: Thresholds = field(default_factory=Thresholds)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+
+    def __post_init__(self) -> None:
+        _check_values(self, "ORDERWATCH_")
+        if self.language not in LANGUAGES:
+            raise ConfigError(f"ORDERWATCH_LANGUAGE {self.language!r} is not one of "
+                              f"{', '.join(LANGUAGES)}")
+        try:
+            ZoneInfo(self.display_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"ORDERWATCH_DISPLAY_TIMEZONE {self.display_timezone!r} is not an "
+                              "IANA time zone (e.g. Asia/Shanghai, UTC)") from None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -125,10 +208,6 @@ class Settings:
         pipeline = _section_from_env(PipelineSettings(), env, "ORDERWATCH_PIPELINE_")
         settings = cls(thresholds=thresholds, pipeline=pipeline, **top)  # type: ignore[arg-type]
         return replace(settings, **overrides) if overrides else settings
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the CLI turns it into exit code 2."""
 
 
 def _section_from_env(section, env: dict[str, str], prefix: str):

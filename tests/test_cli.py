@@ -33,6 +33,23 @@ def test_configuration_errors_exit_2(tmp_path):
     assert bad_env.returncode == 2 and "ORDERWATCH_METRICS_PORT" in bad_env.stderr
 
 
+def test_settings_the_dataflow_cannot_use_exit_2_before_it_starts(tmp_path):
+    """A batch size or shard count of 0 used to stop the dataflow with a Bytewax panic,
+    and a NaN threshold or an unknown time zone ran (the zone failing at the first line
+    printed, with exit 1)."""
+    events = tmp_path / "e.jsonl"
+    made = orderwatch("simulate", "--out", str(events), "--orders", "5", "--seed", "3")
+    assert made.returncode == 0, made.stderr
+    for name, value in (("ORDERWATCH_PIPELINE_SOURCE_BATCH_SIZE", "0"),
+                        ("ORDERWATCH_PIPELINE_ORDER_SHARDS", "0"),
+                        ("ORDERWATCH_THRESHOLD_RISK_HIGH", "nan"),
+                        ("ORDERWATCH_DISPLAY_TIMEZONE", "Mars/Base")):
+        result = orderwatch("replay", str(events), "--clickhouse", f"chdb://{tmp_path / 'ch'}",
+                            env={name: value})
+        assert result.returncode == 2, (name, result.stderr)
+        assert result.stderr.count("\n") == 1 and name in result.stderr, result.stderr
+
+
 def test_a_recovery_directory_resumed_without_its_files_is_refused_in_one_line(tmp_path):
     """Bytewax panicked on the snapshot of a file no longer listed; say which files the
     directory holds instead."""
