@@ -474,6 +474,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.pipelines.sources import JsonlSource
 
     for path in args.files:
+        if os.path.isdir(path):
+            raise UsageError(f"{path} is a directory; give the event files in it")
         if not os.path.isfile(path):
             raise UsageError(f"no such event file: {path}")
     settings = _with_dsn(settings, args.clickhouse, None)

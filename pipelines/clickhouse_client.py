@@ -61,7 +61,12 @@ def connect(target: Target):
         client = _clients.get(target.dsn)
         if client is None:
             if target.embedded:
-                os.makedirs(target.dsn[len("chdb://"):], exist_ok=True)
+                path = target.dsn[len("chdb://"):]
+                try:
+                    os.makedirs(path, exist_ok=True)
+                except OSError as exc:
+                    raise ConfigError(f"cannot use {path} for the embedded ClickHouse: "
+                                      f"{exc.strerror}") from None
                 client = clickhouse_connect.get_client(dsn=target.dsn)
             else:
                 parts = urlsplit(target.dsn)

@@ -31,6 +31,11 @@ def test_configuration_errors_exit_2(tmp_path):
     assert bad_dsn.stderr.count("\n") == 1 and "unsupported ClickHouse DSN" in bad_dsn.stderr
     bad_env = orderwatch("replay", str(events), env={"ORDERWATCH_METRICS_PORT": "many"})
     assert bad_env.returncode == 2 and "ORDERWATCH_METRICS_PORT" in bad_env.stderr
+    folder = orderwatch("replay", str(tmp_path))
+    assert folder.returncode == 2 and "is a directory" in folder.stderr
+    blocked = orderwatch("replay", str(events), "--clickhouse", f"chdb://{events}/ch")
+    assert blocked.returncode == 2 and blocked.stderr.count("\n") == 1
+    assert "cannot use" in blocked.stderr and "Not a directory" in blocked.stderr
 
 
 def test_settings_the_dataflow_cannot_use_exit_2_before_it_starts(tmp_path):
