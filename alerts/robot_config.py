@@ -99,12 +99,23 @@ class RobotsConfig:
         return next((r for r in self.routes if r.name == name), None)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message on one line: what it found, and where (1-based, as editors count)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
 def load_robots(path: str | Path, env: Mapping[str, str] | None = None) -> RobotsConfig:
     env = os.environ if env is None else env
     try:
         doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read robots file {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"robots file {path} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"robots file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("robots"), dict):
         raise ConfigError(f"{path}: needs a `robots:` mapping")
     robots, disabled = {}, []

@@ -197,6 +197,17 @@ def test_robots_file_takes_secrets_from_the_environment_only(tmp_path):
         load_robots(path, {})
 
 
+def test_a_broken_robots_file_is_refused_in_one_line_saying_where(tmp_path):
+    path = tmp_path / "robots.yml"
+    path.write_text("robots:\n  ops: {kind: wecom, url_env: OPS_URL\n")
+    with pytest.raises(ConfigError) as broken:
+        load_robots(path, {"OPS_URL": "https://example.invalid/x"})
+    assert "\n" not in str(broken.value) and "line 3, column 1" in str(broken.value)
+    path.write_bytes(b"\xff\xfe robots")
+    with pytest.raises(ConfigError, match="not UTF-8"):  # was a bare UnicodeDecodeError
+        load_robots(path, {})
+
+
 def _dispatcher(fake, clock, tmp_path):
     from orderwatch.alerts.dispatch import Dispatcher
     from orderwatch.alerts.robot_config import RobotsConfig, Route
