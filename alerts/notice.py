@@ -45,26 +45,40 @@ def from_alert(alert: Alert) -> Notice:
                   alert.starts_at, alert.ends_at, alert.summary)
 
 
-def _time(text: str | None) -> float | None:
-    if not text or text.startswith("0001-01-01"):  # Alertmanager's "not set"
+def _time(alert: Mapping[str, Any], name: str) -> float | None:
+    text = alert.get(name)
+    if not text or (isinstance(text, str) and text.startswith("0001-01-01")):  # "not set"
         return None
-    return from_rfc3339(text.replace("Z", "+00:00"))
+    try:
+        return from_rfc3339(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"alert {name} {str(text)[:64]!r} is not an RFC 3339 time") from None
+
+
+def _mapping(alert: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = alert.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"alert {name} must be an object, got {type(value).__name__}")
+    return value
 
 
 def from_alertmanager(alert: Mapping[str, Any]) -> Notice:
-    """One entry of an Alertmanager webhook (version 4) `alerts` list."""
-    labels = {str(k): str(v) for k, v in (alert.get("labels") or {}).items()}
-    notes = alert.get("annotations") or {}
+    """One entry of an Alertmanager webhook (version 4) `alerts` list; ValueError says
+    what is wrong with it."""
+    if not isinstance(alert, Mapping):
+        raise ValueError(f"each alert must be an object, got {type(alert).__name__}")
+    labels = {str(k): str(v) for k, v in _mapping(alert, "labels").items()}
+    notes = _mapping(alert, "annotations")
     status = alert.get("status")
     if status not in ("firing", "resolved"):
         raise ValueError(f"alert status must be firing or resolved, got {status!r}")
-    starts_at = _time(alert.get("startsAt"))
+    starts_at = _time(alert, "startsAt")
     if starts_at is None:
         raise ValueError("alert has no startsAt")
     fingerprint = str(alert.get("fingerprint") or sorted(labels.items()))
     name = labels.pop("alertname", "alert")
     severity = labels.pop("severity", "warning")
-    ends_at = _time(alert.get("endsAt")) if status == "resolved" else None
+    ends_at = _time(alert, "endsAt") if status == "resolved" else None
     return Notice("am:" + notification_key(fingerprint, status, starts_at), name, status,
                   severity, labels, starts_at, ends_at,
                   str(notes.get("summary") or notes.get("description") or name))

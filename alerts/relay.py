@@ -64,9 +64,11 @@ class Relay:
             # One notification per alert per minute: a retry of a payload we answered
             # but Alertmanager did not hear is dropped; its repeat_interval reminders go out.
             minute = int(self.outbox.clock() // 60)
-            notices = [replace(n, key=f"{n.key}:{minute}")
-                       for n in map(from_alertmanager, payload.get("alerts") or [])]
-        except (ValueError, TypeError, AttributeError) as exc:
+            alerts = payload.get("alerts") or []
+            if not isinstance(alerts, list):
+                raise ValueError(f"alerts must be a list, got {type(alerts).__name__}")
+            notices = [replace(n, key=f"{n.key}:{minute}") for n in map(from_alertmanager, alerts)]
+        except (ValueError, TypeError) as exc:
             return 400, f"bad alert in payload: {exc}"
         robots = [r for r in route.robots if r in self.config.robots]
         fresh: dict[str, list[Notice]] = {}

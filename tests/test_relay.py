@@ -89,6 +89,9 @@ def test_relay_checks_the_token_routes_and_answers_503_while_a_robot_is_down(rel
                       ).status_code == 404
     assert httpx.post(f"{url}/alertmanager/critical", json={"version": "3"}, headers=auth
                       ).status_code == 400
+    not_a_list = httpx.post(f"{url}/alertmanager/critical", json={"version": "4", "alerts": "x"},
+                            headers=auth)
+    assert not_a_list.status_code == 400 and "alerts must be a list" in not_a_list.text
     assert httpx.get(f"{url}/-/ready").status_code == 200
 
     fake.fail_until = time.time() + 3600
