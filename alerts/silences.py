@@ -78,6 +78,8 @@ class Silences:
     def add(self, matchers: list[Matcher], duration_s: float, comment: str) -> Silence:
         if not matchers:
             raise ConfigError("a silence needs at least one matcher")
+        if not duration_s > 0:  # it would end as it starts, muting nothing
+            raise ConfigError(f"a silence needs a duration above 0, got {duration_s:g} s")
         now = self.clock()
         body = orjson.dumps([[m.name, m.op, m.value] for m in matchers])
         cursor = self.db.execute("INSERT INTO silences (matchers, starts_at, ends_at, comment) "
