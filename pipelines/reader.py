@@ -12,7 +12,9 @@ import orjson
 
 from orderwatch.config import ConfigError, Settings
 from orderwatch.pipelines.clickhouse_client import (
+    Target,
     connect,
+    connect_read_only,
     held_by_another_process,
     parse_dsn,
     write_lock,
@@ -25,10 +27,16 @@ def reader(settings: Settings) -> QueryRunner:
     if held_by_another_process(target):
         return _through_running_process(f"http://{settings.metrics_host}:"
                                         f"{settings.metrics_port}/query?format=json")
-    client = connect(target)
+    return read_only(target)
+
+
+def read_only(target: Target) -> QueryRunner:
+    """Queries that cannot change the data: embedded, through a session with readonly=1,
+    as a running process answers them; on a server, with the rights of the DSN's user."""
+    client = connect_read_only(target) if target.embedded else connect(target)
 
     def query(sql: str) -> tuple[list[str], list[tuple]]:
-        with write_lock:  # chDB's session is shared with this process's writer
+        with write_lock:  # one chDB engine per process, shared with this process's writer
             result = client.query(sql)
         return list(result.column_names), result.result_rows
 

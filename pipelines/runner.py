@@ -26,7 +26,6 @@ from orderwatch.detectors.base import Alert
 from orderwatch.pipelines.clickhouse_client import (
     Target,
     connect,
-    connect_read_only,
     parse_dsn,
     write_lock,
 )
@@ -35,6 +34,7 @@ from orderwatch.pipelines.dataflow import build_flow
 from orderwatch.pipelines.decoding import Chunk
 from orderwatch.pipelines.http_endpoint import serve
 from orderwatch.pipelines.prometheus_export import Exporter
+from orderwatch.pipelines.reader import read_only
 from orderwatch.pipelines.sinks import AlertSink, ClickHouseSink
 from orderwatch.timestamps import to_rfc3339
 
@@ -223,17 +223,10 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
             migrate(client, target.database)
     exporter = exporter or Exporter()
     server = None
-    if serve_metrics:
-        reader = connect_read_only(target) if target.embedded and cluster.leader else None
-
-        def read_only(sql: str) -> tuple[list[str], list[tuple]]:
-            with write_lock:
-                result = reader.query(sql)
-            return list(result.column_names), result.result_rows
-
+    if serve_metrics:  # /query: the embedded data, which no other process can open
+        query = read_only(target) if target.embedded and cluster.leader else None
         server = serve(exporter, settings.metrics_host,
-                       settings.metrics_port + cluster.process_id,
-                       read_only if reader is not None else None)
+                       settings.metrics_port + cluster.process_id, query)
     alerts: Counter = Counter()
 
     def count(alert: Alert) -> None:

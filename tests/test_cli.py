@@ -118,3 +118,19 @@ def test_ctrl_c_during_a_warm_up_stops_cleanly():
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_sql_cannot_change_the_embedded_data_with_or_without_a_run_holding_it(tmp_path):
+    """Through a running process the query was read-only already; opened directly after the
+    run, the same `orderwatch sql` dropped tables."""
+    events, dsn = tmp_path / "e.jsonl", f"chdb://{tmp_path / 'ch'}"
+    assert orderwatch("simulate", "--out", str(events), "--orders", "5", "--seed", "3"
+                      ).returncode == 0
+    replayed = orderwatch("replay", str(events), "--clickhouse", dsn, "--alerts-out",
+                          str(tmp_path / "alerts.jsonl"))
+    assert replayed.returncode == 0, replayed.stderr
+    dropped = orderwatch("sql", "--clickhouse", dsn, "DROP TABLE orderwatch.events")
+    assert dropped.returncode == 2 and "readonly" in dropped.stderr, dropped.stderr
+    assert dropped.stderr.count("\n") == 1
+    count = orderwatch("sql", "--clickhouse", dsn, "SELECT count() FROM orderwatch.events")
+    assert count.returncode == 0 and int(count.stdout.split()[-1]) > 0, count.stderr
