@@ -535,9 +535,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
     from orderwatch.alerts.robot_config import load_robots
     from orderwatch.alerts.weekly_checks import Week
     from orderwatch.alerts.weekly_robot import Ledger, build, send
+    from orderwatch.pipelines.clickhouse_client import parse_dsn
     from orderwatch.pipelines.reader import reader
 
     settings = _reading(settings, args)
@@ -551,7 +554,14 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         if not path:
             raise UsageError("--send needs --robots FILE (or ORDERWATCH_ROBOTS_FILE)")
         robots = load_robots(path)
-    built = build(reader(settings), settings, week, args.language)
+    try:
+        built = build(reader(settings), settings, week, args.language)
+    except DatabaseError as exc:
+        if "UNKNOWN_DATABASE" not in str(exc):
+            raise
+        where = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database).redacted()
+        raise UsageError(f"no OrderWatch data in {where} yet: run replay, run or consume "
+                         "first") from None
     week = built.report.week
     html_path = args.html or f"orderwatch-weekly-{week}.html"
     with open(html_path, "w", encoding="utf-8") as f:

@@ -26,6 +26,7 @@ from orderwatch.detectors.base import Alert
 from orderwatch.pipelines.clickhouse_client import (
     Target,
     connect,
+    held_by_another_process,
     parse_dsn,
     write_lock,
 )
@@ -217,6 +218,9 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
             exporter: Exporter | None = None, dead_letters: Any = None,
             cluster: Cluster = Cluster(), recovery: Recovery | None = None) -> Summary:
     target = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database)
+    if cluster.leader and held_by_another_process(target):
+        raise ConfigError(f"{target.dsn} is open in another process (chDB allows one per data "
+                          "directory): stop it, or give another --clickhouse or --data")
     client = connect(target) if cluster.leader else None
     if client is not None:
         with write_lock:

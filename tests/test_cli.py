@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 
 import orjson
@@ -134,3 +135,27 @@ def test_sql_cannot_change_the_embedded_data_with_or_without_a_run_holding_it(tm
     assert dropped.stderr.count("\n") == 1
     count = orderwatch("sql", "--clickhouse", dsn, "SELECT count() FROM orderwatch.events")
     assert count.returncode == 0 and int(count.stdout.split()[-1]) > 0, count.stderr
+
+
+def test_embedded_data_open_in_another_process_is_refused_in_one_line(tmp_path):
+    """chDB allows one process per data directory; the second used to fail with two lines
+    of chDB internals (exit 1), and a weekly report on a directory never written to with
+    'Database orderwatch does not exist'."""
+    data = tmp_path / "ch"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, clickhouse_connect\n"
+         f"client = clickhouse_connect.get_client(dsn='chdb://{data}')\n"
+         "client.command('SELECT 1')\nprint('holding', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        events = tmp_path / "e.jsonl"
+        events.write_text("")
+        busy = orderwatch("replay", str(events), "--clickhouse", f"chdb://{data}")
+        assert busy.returncode == 2 and busy.stderr.count("\n") == 1, busy.stderr
+        assert "open in another process" in busy.stderr
+    finally:
+        holder.communicate("", timeout=30)
+    empty = orderwatch("report", "weekly", "--clickhouse", f"chdb://{tmp_path / 'none'}",
+                       "--html", str(tmp_path / "w.html"))
+    assert empty.returncode == 2 and "no OrderWatch data" in empty.stderr, empty.stderr
