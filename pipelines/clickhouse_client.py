@@ -19,6 +19,7 @@ import clickhouse_connect
 from orderwatch.config import ConfigError
 
 _clients: dict[str, object] = {}
+_read_only_clients: dict[str, object] = {}
 _lock = threading.Lock()
 write_lock = threading.RLock()  # chDB's session is not safe for concurrent inserts
 
@@ -79,18 +80,23 @@ def connect(target: Target):
 
 
 def connect_read_only(target: Target):
-    """A separate client whose session is read-only for good (`SET readonly = 1`).
+    """A separate client whose session is read-only for good (`SET readonly = 1`), one
+    per DSN like the writer.
 
     Not the shared client: clickhouse-connect's chDB backend applies per-call settings
     with SET and cannot restore them once readonly is on, which would leave the writer's
     session read-only.
     """
-    connect(target)  # the embedded engine must be initialised (and the path checked) first
-    client = clickhouse_connect.get_client(dsn=target.dsn) if target.embedded else None
-    if client is None:
+    if not target.embedded:
         raise ConfigError("read-only queries through OrderWatch are for the embedded mode")
-    client.command("SET readonly = 1")
-    return client
+    connect(target)  # the embedded engine must be initialised (and the path checked) first
+    with _lock:
+        client = _read_only_clients.get(target.dsn)
+        if client is None:
+            client = clickhouse_connect.get_client(dsn=target.dsn)
+            client.command("SET readonly = 1")
+            _read_only_clients[target.dsn] = client
+        return client
 
 
 def held_by_another_process(target: Target) -> bool:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from orderwatch.config import ConfigError
-from orderwatch.pipelines.clickhouse_client import connect, parse_dsn
+from orderwatch.pipelines.clickhouse_client import connect, connect_read_only, parse_dsn
 from orderwatch.pipelines.clickhouse_schema import COLUMNS, MIGRATIONS, TABLES, migrate
 
 
@@ -53,3 +53,15 @@ def test_raw_data_expires_by_arrival_time_not_event_time(chdb):
     chdb.command("OPTIMIZE TABLE ttl_test.events FINAL")
     kept = chdb.query("SELECT event_id FROM ttl_test.events").result_rows
     assert kept == [("backfill",)]
+
+
+def test_the_read_only_client_is_one_per_data_path_and_refuses_writes(chdb, chdb_dsn):
+    """The weekly robot asks for a query runner per query; each used to open a session."""
+    migrate(chdb, "read_only_test")
+    target = parse_dsn(chdb_dsn, "read_only_test")
+    reader = connect_read_only(target)
+    assert connect_read_only(target) is reader
+    assert reader.query("SELECT count() FROM read_only_test.events").result_rows == [(0,)]
+    with pytest.raises(Exception, match="readonly"):
+        reader.command("DROP TABLE read_only_test.events")
+    assert chdb.query("EXISTS TABLE read_only_test.events").result_rows == [(1,)]
