@@ -176,7 +176,7 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
             if self.stop.is_set():  # stopped while warming up: end with nothing sent
                 self.done = True
                 return [Chunk("engine", self.emitted + 1, [], True, 1,
-                              draining=self.drain.left)]
+                              draining=self.drain.draining(True))]
             return []
         assert self.started is not None
         now = time.monotonic()
