@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from orderwatch.alerts.grouping import Grouping
-from orderwatch.config import ConfigError
+from orderwatch.config import LANGUAGES, ConfigError
 from orderwatch.durations import parse_duration
 
 KINDS = {"wecom": ("markdown", "text"), "dingtalk": ("markdown", "text", "action_card")}
@@ -176,7 +176,7 @@ def _robot(name: str, spec: dict, env: Mapping[str, str], path) -> RobotConfig |
     if message not in KINDS[kind]:
         raise ConfigError(f"{where}: message must be one of {', '.join(KINDS[kind])}")
     language = spec.get("language", "zh")
-    if language not in ("zh", "en"):
+    if language not in LANGUAGES:
         raise ConfigError(f"{where}: language must be zh or en")
     mobiles = tuple(str(m) for m in spec.get("mention_mobiles") or ())
     return RobotConfig(name, kind, url, secret, spec.get("keyword"), mobiles, message,

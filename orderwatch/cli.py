@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from orderwatch.config import ConfigError, Settings
+from orderwatch.config import LANGUAGES, ConfigError, Settings
 
 
 class UsageError(Exception):
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "here (default ./orderwatch-weekly-<week>.html)")
     weekly.add_argument("--png", metavar="FILE", help="also write the trend chart here")
     weekly.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    weekly.add_argument("--language", choices=("zh", "en"), help="default $ORDERWATCH_LANGUAGE "
+    weekly.add_argument("--language", choices=LANGUAGES, help="default $ORDERWATCH_LANGUAGE "
                         "or zh")
     weekly.add_argument("--robots", metavar="FILE", help="robots file (for --send)")
     weekly.add_argument("--clickhouse", metavar="DSN", help="as for replay")
