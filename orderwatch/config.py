@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, fields, replace
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfoNotFoundError
 
 from orderwatch.events import CARRIERS
+from orderwatch.timestamps import zone
 
 HOUR = 3600.0
 MINUTE = 60.0
@@ -184,7 +185,7 @@ class Settings:
             raise ConfigError(f"ORDERWATCH_LANGUAGE {self.language!r} is not one of "
                               f"{', '.join(LANGUAGES)}")
         try:
-            ZoneInfo(self.display_timezone)
+            zone(self.display_timezone)  # what every time shown goes through
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"ORDERWATCH_DISPLAY_TIMEZONE {self.display_timezone!r} is not an "
                               "IANA time zone (e.g. Asia/Shanghai, UTC)") from None

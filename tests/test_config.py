@@ -41,6 +41,8 @@ def test_the_edges_of_each_range_are_accepted():
         "ORDERWATCH_DISPLAY_TIMEZONE": "UTC", "ORDERWATCH_LANGUAGE": "en",
     })
     assert settings.pipeline.allowed_lateness_s == 0
+    for name in ("utc", "Z"):  # as the times shown take them (timestamps.zone)
+        assert Settings.from_env({"ORDERWATCH_DISPLAY_TIMEZONE": name}).display_timezone == name
     assert settings.thresholds.risk_review == settings.thresholds.risk_high == 60
 
 
