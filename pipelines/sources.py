@@ -18,6 +18,8 @@ from orderwatch.engine.simulator import SimConfig, Simulator
 from orderwatch.pipelines.decoding import Chunk
 from orderwatch.pipelines.watermark import DRAIN_STEPS
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
 
 class Drain:
     """The end of a partition: its last chunk and the DRAIN_STEPS - 1 empty ones after it
@@ -61,6 +63,8 @@ class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
         if resume is not None:
             offset, self.line_no = resume
             self.file.seek(offset)
+        elif self.file.read(len(UTF8_BOM)) != UTF8_BOM:  # Notepad saves "UTF-8" with one
+            self.file.seek(0)
         self.done = False
         self.drain = Drain()
 

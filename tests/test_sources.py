@@ -44,3 +44,13 @@ def test_stripes_deal_out_blocks_of_lines_and_keep_the_files_line_numbers(tmp_pa
     second = read_all(source, f"{path}#2/2")[1]
     assert [(d.source, d.position) for d in decode_chunk(second).dead] == \
         [(str(path), 10), (str(path), 11)]
+
+
+def test_a_byte_order_mark_before_the_first_line_is_not_part_of_it(tmp_path):
+    """Windows editors save UTF-8 with a BOM; the first event must not be a dead letter."""
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n\xef\xbb\xbf{"b": 2}\n')
+    chunks = read_all(JsonlSource([str(path)], batch_size=10), str(path))
+    # only the file's first bytes are a BOM; one inside the file is the line's problem
+    assert chunks[0].records == [b'{"a": 1}', b'\xef\xbb\xbf{"b": 2}']
+    assert chunks[0].first_position == 1
