@@ -2,7 +2,8 @@
 
 `measure()` is the one definition of the health series. Order shards pre-aggregate a
 batch's measurements (`Partials`); aggregate shards merge the partials of one dimension
-value (all of gateway `alipay`, say) and emit a closed minute once event time passes it.
+value (all of gateway `alipay`, say) and emit a closed minute once event time passes it
+(or, for the minute the input ended in, once the input has ended).
 The same partials feed the Prometheus counters.
 """
 

@@ -13,7 +13,7 @@ from orderwatch.config import Settings
 from orderwatch.detectors.base import Alert
 from orderwatch.detectors.catalogue import aggregate_detectors
 from orderwatch.detectors.event_time import ReorderBuffer
-from orderwatch.detectors.health_metrics import HealthMetrics, MetricPoint
+from orderwatch.detectors.health_metrics import MINUTE, HealthMetrics, MetricPoint
 from orderwatch.detectors.metric_anomaly import MetricAnomaly
 from orderwatch.pipelines.order_shard import AggregateInput
 from orderwatch.pipelines.watermark import NEVER, MinOfUpstreams
@@ -47,7 +47,7 @@ class AggregateShard:
             if not self.buffer.push(ts, (tiebreak, index, key), (index, key, payload)):
                 out.alerts.extend(detectors[index].learn_one(payload, key))
         self.metrics.merge(inp.metric_cells)
-        self.upstreams.observe(inp.upstream, inp.watermark)
+        self.upstreams.observe(inp.upstream, inp.watermark, inp.finished)
         mark = self.upstreams.watermark()
         if mark > self.now:
             for ts, (index, key, payload) in self.buffer.release_timed(mark):
@@ -56,6 +56,10 @@ class AggregateShard:
             self._advance(mark, out)
             out.points = self.metrics.close(mark)
             out.alerts.extend(self.anomaly.learn_many(out.points))
+        if self.upstreams.finished and self.now != NEVER:
+            # The input has ended: the minute it ended in is as complete as it will get,
+            # so it is written too, but not judged: a minute cut short is no drop in traffic.
+            out.points.extend(self.metrics.close(self.now + MINUTE))
         out.watermark = self.now
         return out
 

@@ -51,6 +51,7 @@ class AggregateInput:
     items: list[tuple[int, str, float, str, Any]]
     metric_cells: dict
     ingested_at: float = 0.0
+    finished: bool = False  # the sender has seen the end of all input
 
 
 @dataclass(slots=True)
@@ -149,7 +150,7 @@ class OrderShard:
             cells = cells_by_shard.get(target, {})
             out.to_aggregates.append(
                 (target, AggregateInput(target, self.shard, self.now, items, cells,
-                                         inp.ingested_at)))
+                                         inp.ingested_at, self.watermark.finished)))
         out.open_orders = len(self.book)
         return out
 

@@ -39,6 +39,8 @@ class WatermarkTracker:
             self._latest[partition] = NEVER
         if ended:
             self._draining[partition] = draining
+        elif partition in self._draining:  # resumed, and the file had grown since
+            del self._draining[partition]
         if idle and max_ts == NEVER:
             self._idle.add(partition)
         else:
@@ -56,6 +58,11 @@ class WatermarkTracker:
     @property
     def all_ended(self) -> bool:
         return len(self._draining) >= self.expected
+
+    @property
+    def finished(self) -> bool:
+        """Every partition has ended and drained: no event time will ever come."""
+        return self.all_ended and not any(self._draining.values())
 
     def watermark(self) -> float:
         if not self._latest:
@@ -75,15 +82,29 @@ class WatermarkTracker:
 class MinOfUpstreams:
     """Watermark of a stage fed by several upstream shards: the slowest of them."""
 
-    __slots__ = ("_marks", "expected")
+    __slots__ = ("_finished", "_marks", "expected")
 
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self._marks: dict[str, float] = {}
+        self._finished: set[str] = set()
 
-    def observe(self, upstream: str, mark: float) -> None:
+    def __setstate__(self, state: tuple[None, dict]) -> None:
+        """Snapshots taken before `_finished` existed: no upstream had finished."""
+        self._finished = set()
+        for name, value in state[1].items():
+            setattr(self, name, value)
+
+    def observe(self, upstream: str, mark: float, finished: bool = False) -> None:
         if mark > self._marks.get(upstream, NEVER):
             self._marks[upstream] = mark
+        if finished:
+            self._finished.add(upstream)
+
+    @property
+    def finished(self) -> bool:
+        """Every upstream has seen the end of all input."""
+        return len(self._finished) >= self.expected
 
     def watermark(self) -> float:
         if len(self._marks) < self.expected:

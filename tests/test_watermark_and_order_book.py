@@ -10,6 +10,7 @@ from orderwatch.detectors import base
 from orderwatch.detectors.base import LEFT_MEMORY, STALE_SLACK, Deadlines
 from orderwatch.detectors.order_book import OrderBook, has_digest
 from orderwatch.events import Event
+from orderwatch.pipelines.aggregate_shard import AggregateShard
 from orderwatch.pipelines.order_shard import OrderShard, ShardInput
 from orderwatch.pipelines.watermark import (
     DRAIN_STEPS,
@@ -18,7 +19,7 @@ from orderwatch.pipelines.watermark import (
     WatermarkTracker,
 )
 
-from conftest import HOUR, T0, callback, order_event, ship
+from conftest import HOUR, MIN, T0, callback, order_event, ship
 
 
 def test_watermark_waits_for_every_partition_and_follows_the_slowest():
@@ -192,3 +193,59 @@ def test_a_tracker_snapshotted_before_draining_resumes():
     old = WatermarkTracker.__new__(WatermarkTracker)
     old.__setstate__(state)
     assert pickle.loads(pickle.dumps(old)).watermark() == 100.0
+
+
+def test_a_tracker_resumed_on_a_grown_file_waits_for_its_new_end():
+    wm = WatermarkTracker(lateness_s=60)
+    wm.observe("p", 100.0, True, 1)
+    assert wm.finished
+    wm.observe("p", 200.0, False, 1)  # the file had grown when the replay resumed
+    assert not wm.all_ended and not wm.finished and wm.watermark() == 200.0 - 60
+
+
+def test_min_of_upstreams_snapshotted_before_it_knew_finished_upstreams_resumes():
+    m = MinOfUpstreams(expected=1)
+    m.observe("a", 10.0)
+    state = m.__getstate__()
+    del state[1]["_finished"]  # as written before the end of input closed the last minute
+    old = MinOfUpstreams.__new__(MinOfUpstreams)
+    old.__setstate__(state)
+    resumed = pickle.loads(pickle.dumps(old))
+    assert resumed.watermark() == 10.0 and not resumed.finished
+    resumed.observe("a", 20.0, finished=True)
+    assert resumed.finished
+
+
+def replay_in_process(chunks: list[list[Event]]) -> tuple[list, list]:
+    """One order shard and one aggregate shard fed `chunks` as one partition, which then
+    ends and drains as a file does: the metric points and the alerts."""
+    settings = Settings(pipeline=PipelineSettings(order_shards=1, aggregate_shards=1))
+    shard, aggregate = OrderShard(settings, "000"), AggregateShard(settings, "000")
+    inputs = [ShardInput("000", events, "p", max((e.ts for e in events), default=NEVER),
+                         False, 1) for events in chunks]
+    inputs += [ShardInput("000", [], "p", NEVER, True, 1, draining=left)
+               for left in reversed(range(DRAIN_STEPS))]
+    points, alerts = [], []
+    for inp in inputs:
+        out = shard.process(inp)
+        alerts += out.alerts
+        for _, to_aggregate in out.to_aggregates:
+            result = aggregate.process(to_aggregate)
+            points += result.points
+            alerts += result.alerts
+    return points, alerts
+
+
+def test_the_minute_the_input_ends_in_is_written_when_it_ends():
+    """Every event counts in the health series, the last minute's too, though event time
+    never passes its end."""
+    events = [order_event(f"E{i}", t, "create", "pending_payment")
+              for i, t in enumerate([0, 30, 70, 2 * MIN + 10, 2 * MIN + 50])]
+    points, _ = replay_in_process([events[:3], events[3:]])
+    counted = {p.bucket - T0: p.value for p in points if p.metric == "events"}
+    assert counted == {0.0: 2, MIN: 1, 2 * MIN: 2}
+    assert [p.metric for p in points].count("events") == 3  # each minute once
+
+
+def test_a_replay_without_events_ends_cleanly():
+    assert replay_in_process([[]]) == ([], [])
