@@ -26,9 +26,8 @@ from pathlib import Path
 
 import httpx
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
 
+from benchmarks.exposition import histogram, metric_sum
 from benchmarks.orderwatch_cli import exe, free_ports, orderwatch
 from orderwatch.pipelines.runner import proc_status_kib
 from orderwatch.timestamps import from_rfc3339, to_rfc3339
@@ -251,28 +250,6 @@ def latency(work: Path, rate: int, duration_s: int) -> dict:
             "alerts": int(count), **{f"p{q}_s": quantile(q / 100, cumulative)
                                      for q in (50, 95, 99)},
             "within_2s": round(dict(cumulative)[2.0] / count, 4)}
-
-
-def samples(body: str) -> list[Sample]:
-    """Every sample of a /metrics exposition, read by prometheus_client's own parser."""
-    return [s for family in text_string_to_metric_families(body) for s in family.samples]
-
-
-def metric_sum(body: str, name: str, **labels: str) -> float:
-    """The sum of a /metrics body's samples called `name` that carry these label values
-    (0 when there are none)."""
-    return sum(s.value for s in samples(body)
-               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
-
-
-def histogram(body: str, name: str) -> list[tuple[float, float]]:
-    """(upper bound, cumulative count) summed over every label set, in bound order."""
-    totals: dict[float, float] = {}
-    for sample in samples(body):
-        if sample.name == name + "_bucket":
-            bound = float(sample.labels["le"])
-            totals[bound] = totals.get(bound, 0.0) + sample.value
-    return sorted(totals.items())
 
 
 def quantile(q: float, cumulative: list[tuple[float, float]]) -> float:

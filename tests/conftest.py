@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.exposition import metric_sum
 from benchmarks.orderwatch_cli import exe as orderwatch_exe
 from benchmarks.orderwatch_cli import free_ports
-from benchmarks.performance import metric_sum
 from orderwatch.events import Event, validate
 from orderwatch.timestamps import from_rfc3339, to_rfc3339
 

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from benchmarks.performance import metric_sum
+from benchmarks.exposition import metric_sum
 
 from conftest import free_port, orderwatch, orderwatch_exe
 

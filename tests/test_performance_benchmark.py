@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from benchmarks.performance import dataflow_tenths, histogram, open_orders_file, quantile
+from benchmarks.exposition import histogram
+from benchmarks.performance import dataflow_tenths, open_orders_file, quantile
 from orderwatch.config import Settings
 from orderwatch.events import decode
 from orderwatch.pipelines.order_shard import OrderShard, ShardInput
