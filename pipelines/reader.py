@@ -7,6 +7,8 @@ process's loopback `/query` endpoint, in JSON so numbers stay numbers.
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import orjson
 
@@ -24,6 +26,10 @@ from orderwatch.pipelines.http_endpoint import QueryRunner
 
 def reader(settings: Settings) -> QueryRunner:
     target = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database)
+    if target.embedded and not os.path.isdir(target.dsn[len("chdb://"):]):
+        # opening it would create an empty one: a mistyped path would look like no data
+        raise ConfigError(f"no OrderWatch data in {target.dsn} yet: run replay, run or "
+                          "consume first")
     if held_by_another_process(target):
         return _through_running_process(f"http://{settings.metrics_host}:"
                                         f"{settings.metrics_port}/query?format=json")

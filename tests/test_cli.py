@@ -156,6 +156,12 @@ def test_embedded_data_open_in_another_process_is_refused_in_one_line(tmp_path):
         assert "open in another process" in busy.stderr
     finally:
         holder.communicate("", timeout=30)
+
+
+def test_reading_data_never_written_says_so_and_creates_nothing(tmp_path):
     empty = orderwatch("report", "weekly", "--clickhouse", f"chdb://{tmp_path / 'none'}",
                        "--html", str(tmp_path / "w.html"))
     assert empty.returncode == 2 and "no OrderWatch data" in empty.stderr, empty.stderr
+    nowhere = orderwatch("sql", "--clickhouse", f"chdb://{tmp_path / 'none'}", "SELECT 1")
+    assert nowhere.returncode == 2 and "no OrderWatch data" in nowhere.stderr, nowhere.stderr
+    assert not (tmp_path / "none").exists(), "reading must not create the data directory"
