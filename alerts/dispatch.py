@@ -25,8 +25,6 @@ class Dispatcher:
         self.config = config
         self.outbox = outbox
         self.silences = silences
-        outbox.db.execute("CREATE TABLE IF NOT EXISTS inhibitors "
-                          "(alert TEXT, label TEXT, value TEXT, PRIMARY KEY (alert, label, value))")
 
     def offer(self, notice: Notice) -> str:
         """Route one notice; returns what happened: queued, inhibited or silenced."""
@@ -43,24 +41,13 @@ class Dispatcher:
 
     def _track_source(self, notice: Notice) -> None:
         for source, _, label in INHIBITIONS:
-            if notice.alert != source or label not in notice.labels:
-                continue
-            key = (source, label, notice.labels[label])
-            with self.outbox.lock:
-                if notice.status == "firing":
-                    self.outbox.db.execute("INSERT OR IGNORE INTO inhibitors VALUES (?,?,?)", key)
-                else:
-                    self.outbox.db.execute("DELETE FROM inhibitors WHERE alert=? AND label=? "
-                                           "AND value=?", key)
+            if notice.alert == source and label in notice.labels:
+                self.outbox.note_inhibitor(source, label, notice.labels[label],
+                                           firing=notice.status == "firing")
 
     def _inhibitor_of(self, notice: Notice) -> str | None:
         for source, target, label in INHIBITIONS:
-            if notice.alert != target or label not in notice.labels:
-                continue
-            with self.outbox.lock:
-                hit = self.outbox.db.execute(
-                    "SELECT 1 FROM inhibitors WHERE alert=? AND label=? AND value=?",
-                    (source, label, notice.labels[label])).fetchone()
-            if hit:
+            if (notice.alert == target and label in notice.labels
+                    and self.outbox.inhibitor_fires(source, label, notice.labels[label])):
                 return source
         return None

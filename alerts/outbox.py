@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS groups (
 CREATE TABLE IF NOT EXISTS firing (  -- each group's alerts still firing, for reminders
     robot TEXT NOT NULL, grp TEXT NOT NULL, ident TEXT NOT NULL, body BLOB NOT NULL,
     since REAL NOT NULL, PRIMARY KEY (robot, ident));
+CREATE TABLE IF NOT EXISTS inhibitors (  -- inhibiting alerts firing now (dispatch.py)
+    alert TEXT, label TEXT, value TEXT, PRIMARY KEY (alert, label, value));
 """
 WINDOW_S = 60.0
 MAX_BACKOFF_S = 60.0
@@ -112,6 +114,23 @@ class Outbox:
         with self.lock:
             self.db.executemany("DELETE FROM notices WHERE robot=? AND key=? AND state='pending'",
                                 [(robot, k) for k in keys])
+
+    def note_inhibitor(self, alert: str, label: str, value: str, firing: bool) -> None:
+        """Remember whether an inhibiting alert fires for this label value; kept with the
+        notices so that a restart keeps inhibiting."""
+        with self.lock:
+            if firing:
+                self.db.execute("INSERT OR IGNORE INTO inhibitors VALUES (?,?,?)",
+                                (alert, label, value))
+            else:
+                self.db.execute("DELETE FROM inhibitors WHERE alert=? AND label=? AND value=?",
+                                (alert, label, value))
+
+    def inhibitor_fires(self, alert: str, label: str, value: str) -> bool:
+        with self.lock:
+            return self.db.execute(
+                "SELECT 1 FROM inhibitors WHERE alert=? AND label=? AND value=?",
+                (alert, label, value)).fetchone() is not None
 
     def pending(self, robot: str | None = None) -> int:
         sql = "SELECT count() FROM notices WHERE state='pending'"

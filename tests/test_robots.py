@@ -250,10 +250,13 @@ def test_a_failing_gateway_groups_its_lost_callbacks_into_one_line(fake, clock, 
     assert "支付回调失败率高" in msg.text
     (grouped,) = [x for x in msg.text.split("\n") if "× 30 单" in x]
     assert all(f"T{i:04d}" in grouped for i in range(30))
+    restarted, _, _ = _dispatcher(fake, clock, tmp_path)  # the same outbox file
+    assert restarted.offer(notice(98)) == "inhibited"  # the gateway alert still fires
     resolved = Notice("r1", "callback_failure_rate", "resolved", "critical",
                       {"gateway": "alipay"}, T0, T0 + 600, "recovered")
     dispatcher.offer(resolved)
     assert dispatcher.offer(notice(99)) == "queued"  # no longer inhibited
+    assert restarted.offer(notice(97)) == "queued"
 
 
 def test_a_packed_digest_is_never_cut_even_with_mentions_appended(fake):
