@@ -257,10 +257,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `orderwatch report weekly | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        if exc.filename is None:
+            return _failed(exc)
+        # a path given on the command line or in settings: --out, --html, --labels…
+        print(f"orderwatch: cannot use {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
     except Exception as exc:
-        logging.getLogger("orderwatch").debug("failed", exc_info=True)
-        print(f"orderwatch: error: {exc}", file=sys.stderr)
-        return 1
+        return _failed(exc)
+
+
+def _failed(exc: Exception) -> int:
+    logging.getLogger("orderwatch").debug("failed", exc_info=True)
+    print(f"orderwatch: error: {exc}", file=sys.stderr)
+    return 1
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -286,7 +296,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
         publisher = EventPublisher(args.brokers)
     count = 0
-    with open(args.out or os.devnull, "wb") as out:
+    # both files are opened before the work, so a mistyped path costs no simulation
+    with open(args.out or os.devnull, "wb") as out, \
+            open(args.labels or os.devnull, "wb") as labels_out:
         def write(event: dict) -> None:
             nonlocal count
             out.write(orjson.dumps(event) + b"\n")
@@ -294,12 +306,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 publisher.publish(event)
             count += 1
         labels = simulate(config, write)
+        for label in labels:
+            labels_out.write(orjson.dumps(label) + b"\n")
     if publisher is not None:
         publisher.close()
-    if args.labels:
-        with open(args.labels, "wb") as f:
-            for label in labels:
-                f.write(orjson.dumps(label) + b"\n")
     where = " and ".join(w for w in (args.out, args.brokers and f"Kafka at {args.brokers}")
                          if w)
     print(f"wrote {count:,} events for {args.orders:,} orders to {where}"

@@ -75,6 +75,18 @@ def test_a_recovery_directory_resumed_without_its_files_is_refused_in_one_line(t
     assert again.returncode == 0, again.stderr
 
 
+def test_a_path_that_cannot_be_written_exits_2_before_the_work(tmp_path):
+    missing = tmp_path / "no-such-dir"
+    for args in (["--out", str(missing / "e.jsonl")],
+                 ["--out", str(tmp_path / "e.jsonl"), "--labels", str(missing / "l.jsonl")],
+                 ["--out", str(tmp_path)]):
+        result = orderwatch("simulate", "--orders", "200000", *args)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("orderwatch: cannot use ")
+        assert result.stderr.count("\n") == 1 and "Errno" not in result.stderr
+    assert (tmp_path / "e.jsonl").read_bytes() == b"", "failed before simulating the orders"
+
+
 def test_simulate_is_deterministic_and_lists_faults(tmp_path):
     for name in ("a", "b"):
         result = orderwatch("simulate", "--out", str(tmp_path / f"{name}.jsonl"), "--labels",
