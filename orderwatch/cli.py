@@ -486,8 +486,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     for path in args.files:
         if os.path.isdir(path):
             raise UsageError(f"{path} is a directory; give the event files in it")
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise UsageError(f"no such event file: {path}")
+        if not os.path.isfile(path):  # each stripe opens it, and a resume seeks in it
+            raise UsageError(f"{path} is not a regular file (a pipe or a device?); "
+                             "replay reads files: save the events to one first")
     settings = _with_dsn(settings, args.clickhouse, None)
     cluster, recovery = _execution(args)
     tz = settings.display_timezone

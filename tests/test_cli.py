@@ -34,6 +34,8 @@ def test_configuration_errors_exit_2(tmp_path):
     assert bad_env.returncode == 2 and "ORDERWATCH_METRICS_PORT" in bad_env.stderr
     folder = orderwatch("replay", str(tmp_path))
     assert folder.returncode == 2 and "is a directory" in folder.stderr
+    device = orderwatch("replay", "/dev/null")  # or a pipe, from <(zcat events.jsonl.gz)
+    assert device.returncode == 2 and "not a regular file" in device.stderr, device.stderr
     blocked = orderwatch("replay", str(events), "--clickhouse", f"chdb://{events}/ch")
     assert blocked.returncode == 2 and blocked.stderr.count("\n") == 1
     assert "cannot use" in blocked.stderr and "Not a directory" in blocked.stderr
