@@ -620,6 +620,8 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.pipelines.http_endpoint import tab_separated
     from orderwatch.pipelines.reader import reader
 
+    if not args.query.strip():  # ClickHouse would complain about a FORMAT clause it added
+        raise UsageError("the query is empty")
     settings = _reading(settings, args)
     query = reader(settings)
     try:

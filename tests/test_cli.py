@@ -149,6 +149,8 @@ def test_sql_cannot_change_the_embedded_data_with_or_without_a_run_holding_it(tm
     assert dropped.stderr.count("\n") == 1
     count = orderwatch("sql", "--clickhouse", dsn, "SELECT count() FROM orderwatch.events")
     assert count.returncode == 0 and int(count.stdout.split()[-1]) > 0, count.stderr
+    empty = orderwatch("sql", "--clickhouse", dsn, " ")
+    assert empty.returncode == 2 and empty.stderr == "orderwatch: the query is empty\n"
 
 
 def test_embedded_data_open_in_another_process_is_refused_in_one_line(tmp_path):
