@@ -100,6 +100,8 @@ class MinOfUpstreams:
             self._marks[upstream] = mark
         if finished:
             self._finished.add(upstream)
+        else:  # it was resumed on input that had grown since
+            self._finished.discard(upstream)
 
     @property
     def finished(self) -> bool:

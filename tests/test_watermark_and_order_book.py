@@ -214,6 +214,8 @@ def test_min_of_upstreams_snapshotted_before_it_knew_finished_upstreams_resumes(
     assert resumed.watermark() == 10.0 and not resumed.finished
     resumed.observe("a", 20.0, finished=True)
     assert resumed.finished
+    resumed.observe("a", 30.0)  # resumed again, on a file that had grown
+    assert not resumed.finished
 
 
 def replay_in_process(chunks: list[list[Event]]) -> tuple[list, list]:
