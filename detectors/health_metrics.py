@@ -3,7 +3,7 @@
 `measure()` is the one definition of the health series. Order shards pre-aggregate a
 batch's measurements (`Partials`); aggregate shards merge the partials of one dimension
 value (all of gateway `alipay`, say) and emit a closed minute once event time passes it
-(or, for the minute the input ended in, once the input has ended).
+(and, provisionally, the minute the input ended in, once the input has ended).
 The same partials feed the Prometheus counters.
 """
 
@@ -146,11 +146,24 @@ class HealthMetrics:
         if self.closed_before is not None and last_closed <= self.closed_before:
             return []
         self.closed_before = last_closed
-        self._zero_fill(last_closed)
+        return self._points(last_closed, keep=False)
+
+    def provisional(self, now: float) -> list[MetricPoint]:
+        """The minutes still open up to the one `now` falls in, as they stand, left open.
+
+        At the end of input the last minute never closes, yet it is all there will be.
+        Should input resume (a file that grew), the minute closes later with all of its
+        cells, and its rows replace these (ReplacingMergeTree)."""
+        return self._points(int(now // MINUTE) + 1, keep=True)
+
+    def _points(self, before: int, keep: bool) -> list[MetricPoint]:
+        self._zero_fill(before)
+        cells = self.open.cells
         done: dict[tuple[int, str, str], dict[str, list[float]]] = {}
-        for key in [k for k in self.open.cells if k[0] < last_closed]:
+        for key in [k for k in cells if k[0] < before]:
             minute, metric, dim, value = key
-            done.setdefault((minute, dim, value), {})[metric] = self.open.cells.pop(key)
+            done.setdefault((minute, dim, value), {})[metric] = (
+                cells[key] if keep else cells.pop(key))
         points = []
         for (minute, dim, value), metrics in sorted(done.items()):
             at = float(minute * MINUTE)

@@ -13,7 +13,7 @@ from orderwatch.config import Settings
 from orderwatch.detectors.base import Alert
 from orderwatch.detectors.catalogue import aggregate_detectors
 from orderwatch.detectors.event_time import ReorderBuffer
-from orderwatch.detectors.health_metrics import MINUTE, HealthMetrics, MetricPoint
+from orderwatch.detectors.health_metrics import HealthMetrics, MetricPoint
 from orderwatch.detectors.metric_anomaly import MetricAnomaly
 from orderwatch.pipelines.order_shard import AggregateInput
 from orderwatch.pipelines.watermark import NEVER, MinOfUpstreams
@@ -29,6 +29,10 @@ class AggregateOutput:
 
 
 class AggregateShard:
+    # event time at which the open minute was last written provisionally; a class default,
+    # so that snapshots from before it existed load too
+    provisional_at = NEVER
+
     def __init__(self, settings: Settings, shard: str = "") -> None:
         self.shard = shard  # set from the first input when built by Bytewax
         self.detectors = aggregate_detectors(settings.thresholds)
@@ -56,10 +60,11 @@ class AggregateShard:
             self._advance(mark, out)
             out.points = self.metrics.close(mark)
             out.alerts.extend(self.anomaly.learn_many(out.points))
-        if self.upstreams.finished and self.now != NEVER:
-            # The input has ended: the minute it ended in is as complete as it will get,
-            # so it is written too, but not judged: a minute cut short is no drop in traffic.
-            out.points.extend(self.metrics.close(self.now + MINUTE))
+        if self.upstreams.finished and self.now > self.provisional_at:
+            # The input has ended: the minute it ended in is written as it stands, but not
+            # judged (a minute cut short is no drop in traffic), and stays open.
+            self.provisional_at = self.now
+            out.points.extend(self.metrics.provisional(self.now))
         out.watermark = self.now
         return out
 

@@ -19,6 +19,7 @@ from orderwatch.config import ConfigError
 from orderwatch.engine.faults import SCENARIOS
 from orderwatch.engine.scoring import format_table, score
 from orderwatch.pipelines.runner import Recovery
+from orderwatch.timestamps import from_rfc3339
 
 from conftest import events_counted, free_ports, orderwatch, orderwatch_exe
 
@@ -381,3 +382,45 @@ def test_a_recovery_directory_keeps_the_layout_of_its_first_snapshots(tmp_path):
     assert recovery.replay_stripes(["b.jsonl", "c.jsonl"], 4) == 2
     with pytest.raises(ConfigError, match=r"read positions of b\.jsonl"):
         recovery.replay_stripes(["c.jsonl"], 2)
+
+
+def test_a_replay_resumed_on_a_file_that_has_grown_gives_what_one_replay_gives(tmp_path):
+    """A file replayed, then grown and replayed again from the recovery directory. The
+    first replay's end wrote its last minute as it stood; the resume rewrites it whole."""
+    sim = orderwatch("simulate", "--out", str(tmp_path / "all.jsonl"), "--orders", "1500",
+                     "--faults", "all", "--seed", "17")
+    assert sim.returncode == 0, sim.stderr
+    lines = (tmp_path / "all.jsonl").read_bytes().splitlines(keepends=True)
+    minute = [_minute_of(line) for line in lines]
+    cut = next(i for i in range(len(lines) // 2, len(lines))
+               if minute[i] is not None and minute[i - 1] == minute[i])
+    grown, dsn = tmp_path / "grown" / "events.jsonl", f"chdb://{tmp_path / 'grown-ch'}"
+    grown.parent.mkdir()
+    grown.write_bytes(b"".join(lines[:cut]))  # it grows in the minute it ended in
+    recovery = ["-r", str(tmp_path / "recovery")]
+    first = orderwatch("replay", str(grown), "--clickhouse", dsn, "--alerts-out",
+                       str(tmp_path / "first.jsonl"), *recovery)
+    assert first.returncode == 0, first.stderr
+    with grown.open("ab") as f:
+        f.write(b"".join(lines[cut:]))
+    second = orderwatch("replay", str(grown), "--clickhouse", dsn, "--alerts-out",
+                        str(tmp_path / "second.jsonl"), *recovery)
+    assert second.returncode == 0, second.stderr
+    whole, whole_dsn = tmp_path / "whole" / "events.jsonl", f"chdb://{tmp_path / 'whole-ch'}"
+    whole.parent.mkdir()
+    whole.write_bytes(b"".join(lines))
+    replay([whole], whole_dsn, tmp_path / "whole.jsonl")
+    got, want = digests(dsn), digests(whole_dsn)
+    assert {t: got[t] for t in TABLES if t != "dead_letters"} == \
+        {t: want[t] for t in TABLES if t != "dead_letters"}
+    assert got["dead_letters"][0] == want["dead_letters"][0]
+    alerts = read_jsonl(tmp_path / "first.jsonl") + read_jsonl(tmp_path / "second.jsonl")
+    assert sorted(alerts, key=json.dumps) == \
+        sorted(read_jsonl(tmp_path / "whole.jsonl"), key=json.dumps)
+
+
+def _minute_of(line: bytes) -> float | None:
+    try:
+        return from_rfc3339(orjson.loads(line)["occurred_at"]) // 60
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):  # malformed_events
+        return None

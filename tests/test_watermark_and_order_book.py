@@ -218,17 +218,21 @@ def test_min_of_upstreams_snapshotted_before_it_knew_finished_upstreams_resumes(
     assert not resumed.finished
 
 
-def replay_in_process(chunks: list[list[Event]]) -> tuple[list, list]:
-    """One order shard and one aggregate shard fed `chunks` as one partition, which then
-    ends and drains as a file does: the metric points and the alerts."""
-    settings = Settings(pipeline=PipelineSettings(order_shards=1, aggregate_shards=1))
-    shard, aggregate = OrderShard(settings, "000"), AggregateShard(settings, "000")
+def drained(chunks: list[list[Event]]) -> list[ShardInput]:
+    """`chunks` as one partition that then ends and drains as a file does."""
     inputs = [ShardInput("000", events, "p", max((e.ts for e in events), default=NEVER),
                          False, 1) for events in chunks]
-    inputs += [ShardInput("000", [], "p", NEVER, True, 1, draining=left)
-               for left in reversed(range(DRAIN_STEPS))]
+    return inputs + [ShardInput("000", [], "p", NEVER, True, 1, draining=left)
+                     for left in reversed(range(DRAIN_STEPS))]
+
+
+def replay_in_process(*runs: list[ShardInput]) -> tuple[list, list]:
+    """One order shard and one aggregate shard fed each run's inputs in turn (a later run
+    is a resume): the metric points and the alerts."""
+    settings = Settings(pipeline=PipelineSettings(order_shards=1, aggregate_shards=1))
+    shard, aggregate = OrderShard(settings, "000"), AggregateShard(settings, "000")
     points, alerts = [], []
-    for inp in inputs:
+    for inp in (inp for run in runs for inp in run):
         out = shard.process(inp)
         alerts += out.alerts
         for _, to_aggregate in out.to_aggregates:
@@ -238,16 +242,29 @@ def replay_in_process(chunks: list[list[Event]]) -> tuple[list, list]:
     return points, alerts
 
 
+def events_per_minute(points: list) -> dict[float, float]:
+    """As health_metrics FINAL reads them: a minute written again replaces its row."""
+    return {p.bucket - T0: p.value for p in points if p.metric == "events"}
+
+
+def creates(*times: float) -> list[Event]:
+    return [order_event(f"C{t}", t, "create", "pending_payment") for t in times]
+
+
 def test_the_minute_the_input_ends_in_is_written_when_it_ends():
     """Every event counts in the health series, the last minute's too, though event time
     never passes its end."""
-    events = [order_event(f"E{i}", t, "create", "pending_payment")
-              for i, t in enumerate([0, 30, 70, 2 * MIN + 10, 2 * MIN + 50])]
-    points, _ = replay_in_process([events[:3], events[3:]])
-    counted = {p.bucket - T0: p.value for p in points if p.metric == "events"}
-    assert counted == {0.0: 2, MIN: 1, 2 * MIN: 2}
+    events = creates(0, 30, 70, 2 * MIN + 10, 2 * MIN + 50)
+    points, _ = replay_in_process(drained([events[:3], events[3:]]))
+    assert events_per_minute(points) == {0.0: 2, MIN: 1, 2 * MIN: 2}
     assert [p.metric for p in points].count("events") == 3  # each minute once
 
 
+def test_a_replay_resumed_on_a_grown_file_rewrites_its_last_minute_whole():
+    first, grown = creates(0, 70, 2 * MIN + 10), creates(2 * MIN + 40, 3 * MIN + 5)
+    points, _ = replay_in_process(drained([first]), drained([grown]))
+    assert events_per_minute(points) == {0.0: 1, MIN: 1, 2 * MIN: 2, 3 * MIN: 1}
+
+
 def test_a_replay_without_events_ends_cleanly():
-    assert replay_in_process([[]]) == ([], [])
+    assert replay_in_process(drained([[]])) == ([], [])
