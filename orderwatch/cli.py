@@ -554,7 +554,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.alerts.weekly_checks import Week
     from orderwatch.alerts.weekly_robot import Ledger, build, send
     from orderwatch.pipelines.clickhouse_client import parse_dsn
-    from orderwatch.pipelines.reader import reader
+    from orderwatch.pipelines.reader import no_data_yet, reader
 
     settings = _reading(settings, args)
     try:
@@ -572,9 +572,8 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     except DatabaseError as exc:
         if "UNKNOWN_DATABASE" not in str(exc):
             raise
-        where = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database).redacted()
-        raise UsageError(f"no OrderWatch data in {where} yet: run replay, run or consume "
-                         "first") from None
+        raise no_data_yet(parse_dsn(settings.clickhouse_dsn,
+                                    settings.clickhouse_database)) from None
     week = built.report.week
     html_path = args.html or f"orderwatch-weekly-{week}.html"
     with open(html_path, "w", encoding="utf-8") as f:

@@ -30,6 +30,11 @@ class Target:
     database: str
     embedded: bool
 
+    @property
+    def path(self) -> str:
+        """The embedded data directory (of a `chdb://` target)."""
+        return self.dsn[len("chdb://"):]
+
     def redacted(self) -> str:
         parts = urlsplit(self.dsn)
         if parts.password:
@@ -62,11 +67,10 @@ def connect(target: Target):
         client = _clients.get(target.dsn)
         if client is None:
             if target.embedded:
-                path = target.dsn[len("chdb://"):]
                 try:
-                    os.makedirs(path, exist_ok=True)
+                    os.makedirs(target.path, exist_ok=True)
                 except OSError as exc:
-                    raise ConfigError(f"cannot use {path} for the embedded ClickHouse: "
+                    raise ConfigError(f"cannot use {target.path} for the embedded ClickHouse: "
                                       f"{exc.strerror}") from None
                 client = clickhouse_connect.get_client(dsn=target.dsn)
             else:
@@ -103,7 +107,7 @@ def held_by_another_process(target: Target) -> bool:
     """Does another process have this embedded data directory open (chDB's `status` lock)?"""
     if not target.embedded or target.dsn in _clients:
         return False
-    status = os.path.join(target.dsn[len("chdb://"):], "status")
+    status = os.path.join(target.path, "status")
     if not os.path.exists(status):
         return False
     with open(status, "rb") as f:

@@ -26,14 +26,18 @@ from orderwatch.pipelines.http_endpoint import QueryRunner
 
 def reader(settings: Settings) -> QueryRunner:
     target = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database)
-    if target.embedded and not os.path.isdir(target.dsn[len("chdb://"):]):
+    if target.embedded and not os.path.isdir(target.path):
         # opening it would create an empty one: a mistyped path would look like no data
-        raise ConfigError(f"no OrderWatch data in {target.dsn} yet: run replay, run or "
-                          "consume first")
+        raise no_data_yet(target)
     if held_by_another_process(target):
         return _through_running_process(f"http://{settings.metrics_host}:"
                                         f"{settings.metrics_port}/query?format=json")
     return read_only(target)
+
+
+def no_data_yet(target: Target) -> ConfigError:
+    return ConfigError(f"no OrderWatch data in {target.redacted()} yet: run replay, run or "
+                       "consume first")
 
 
 def read_only(target: Target) -> QueryRunner:
