@@ -614,19 +614,13 @@ def _weekly_robot(settings: Settings, robots):
 
 
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
-    from clickhouse_connect.driver.exceptions import DatabaseError
-
     from orderwatch.pipelines.http_endpoint import tab_separated
     from orderwatch.pipelines.reader import reader
 
     if not args.query.strip():  # ClickHouse would complain about a FORMAT clause it added
         raise UsageError("the query is empty")
     settings = _reading(settings, args)
-    query = reader(settings)
-    try:
-        columns, rows = query(args.query)
-    except DatabaseError as exc:  # the query's own fault, as through a running process
-        raise UsageError("query failed: " + " ".join(str(exc).split())) from None
+    columns, rows = reader(settings)(args.query)
     sys.stdout.write(tab_separated(columns, rows))
     return 0
 

@@ -20,9 +20,19 @@ import orjson
 from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from orderwatch.config import ConfigError
 from orderwatch.pipelines.prometheus_export import Exporter, make_registry
 
-QueryRunner = Callable[[str], tuple[list[str], list[tuple]]]
+QueryRunner = Callable[[str], tuple[list[str], list[tuple]]]  # raises QueryFailed
+
+
+class QueryFailed(ConfigError):
+    """The query's own fault (syntax, an unknown table, a write on read-only data), in one
+    line however it was run: directly, or through a running process's `/query`."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = " ".join(reason.split())
+        super().__init__(f"query failed: {self.reason}")
 
 
 class _Quiet(WSGIRequestHandler):
@@ -67,8 +77,9 @@ def _query(environ: dict, start_response: Callable, query: QueryRunner) -> Itera
     try:
         columns, rows = query(sql)
     except Exception as exc:
+        reason = exc.reason if isinstance(exc, QueryFailed) else " ".join(str(exc).split())
         start_response("400 Bad Request", [("Content-Type", "text/plain; charset=utf-8")])
-        return [f"{exc}\n".encode()]
+        return [f"{reason}\n".encode()]
     if params.get("format") == ["json"]:
         start_response("200 OK", [("Content-Type", "application/json")])
         return [orjson.dumps({"columns": columns, "rows": rows}, default=str)]

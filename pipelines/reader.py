@@ -11,6 +11,7 @@ import os
 
 import httpx
 import orjson
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from orderwatch.config import ConfigError, Settings
 from orderwatch.pipelines.clickhouse_client import (
@@ -21,7 +22,7 @@ from orderwatch.pipelines.clickhouse_client import (
     parse_dsn,
     write_lock,
 )
-from orderwatch.pipelines.http_endpoint import QueryRunner
+from orderwatch.pipelines.http_endpoint import QueryFailed, QueryRunner
 
 
 def reader(settings: Settings) -> QueryRunner:
@@ -46,8 +47,11 @@ def read_only(target: Target) -> QueryRunner:
     client = connect_read_only(target) if target.embedded else connect(target)
 
     def query(sql: str) -> tuple[list[str], list[tuple]]:
-        with write_lock:  # one chDB engine per process, shared with this process's writer
-            result = client.query(sql)
+        try:
+            with write_lock:  # one chDB engine per process, shared with this process's writer
+                result = client.query(sql)
+        except DatabaseError as exc:
+            raise QueryFailed(str(exc)) from None
         return list(result.column_names), result.result_rows
 
     return query
@@ -61,7 +65,7 @@ def _through_running_process(url: str) -> QueryRunner:
             raise ConfigError(f"the embedded data is locked by another process and {url} "
                               f"does not answer ({exc})") from None
         if response.status_code != 200:
-            raise ConfigError(f"query failed: {response.text.strip()}")
+            raise QueryFailed(response.text)
         answer = orjson.loads(response.content)
         return answer["columns"], [tuple(row) for row in answer["rows"]]
 

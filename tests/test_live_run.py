@@ -67,6 +67,10 @@ def test_run_streams_alerts_serves_metrics_and_stops_on_ctrl_c(tmp_path, promtoo
         refused = orderwatch("sql", "--data", str(tmp_path / "data"),
                              "DROP TABLE orderwatch.alerts", env=env)
         assert refused.returncode == 2 and "readonly" in refused.stderr
+        mistyped = orderwatch("sql", "--data", str(tmp_path / "data"), "SELEC 1", env=env)
+        # one line, as without a run holding the data (ClickHouse's own message has two)
+        assert mistyped.returncode == 2 and "SYNTAX_ERROR" in mistyped.stderr
+        assert mistyped.stderr.count("\n") == 1 and mistyped.stderr.count("query failed") == 1
         time.sleep(max(0.0, started + 7 - time.monotonic()))  # the heartbeat is every 5 s
     finally:
         proc.send_signal(signal.SIGINT)
