@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fault scenarios to inject: all, none, or a comma list "
                      "(default all; see `orderwatch simulate --list-faults`)")
     run.add_argument("--data", default=None, metavar="DIR",
-                     help="embedded ClickHouse directory (default ./data)")
+                     help="embedded ClickHouse directory (default $ORDERWATCH_CLICKHOUSE_DSN "
+                          "or ./data/orderwatch.chdb, where every command reads and writes)")
     run.add_argument("--seed", type=int, default=None, help="simulation seed (default: random)")
     run.add_argument("--orders-per-minute", type=_positive(float), default=60.0, metavar="R",
                      help="new orders per minute of event time (default 60): the shop's size")
@@ -379,10 +380,9 @@ def _with_dsn(settings: Settings, dsn: str | None, data_dir: str | None) -> Sett
 
 
 def _reading(settings: Settings, args: argparse.Namespace) -> Settings:
-    """Where `sql` and `report` read: --clickhouse, else --data, else $ORDERWATCH_CLICKHOUSE_DSN,
-    else ./data (the embedded default `orderwatch run` writes)."""
-    return _with_dsn(settings, args.clickhouse, args.data or (
-        None if args.clickhouse or "ORDERWATCH_CLICKHOUSE_DSN" in os.environ else "./data"))
+    """Where `sql` and `report` read: --clickhouse, else --data, else where every command
+    writes by default ($ORDERWATCH_CLICKHOUSE_DSN, else chdb://./data/orderwatch.chdb)."""
+    return _with_dsn(settings, args.clickhouse, args.data)
 
 
 def _notifiers(settings: Settings, alerts_out: str | None, cluster=None,
@@ -513,8 +513,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.pipelines.runner import execute
     from orderwatch.pipelines.sources import EngineSource
 
-    settings = _with_dsn(settings, None, args.data or (
-        None if "ORDERWATCH_CLICKHOUSE_DSN" in os.environ else "./data"))
+    settings = _with_dsn(settings, None, args.data)
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
     config = SimConfig(seed=seed, orders=None, orders_per_minute=args.orders_per_minute,
                        faults=args.faults, start=time.time(),
@@ -548,13 +547,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from clickhouse_connect.driver.exceptions import DatabaseError
 
     from orderwatch.alerts.robot_config import load_robots
     from orderwatch.alerts.weekly_checks import Week
     from orderwatch.alerts.weekly_robot import Ledger, build, send
-    from orderwatch.pipelines.clickhouse_client import parse_dsn
-    from orderwatch.pipelines.reader import no_data_yet, reader
+    from orderwatch.pipelines.reader import reader
 
     settings = _reading(settings, args)
     try:
@@ -567,13 +564,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         if not path:
             raise UsageError("--send needs --robots FILE (or ORDERWATCH_ROBOTS_FILE)")
         robots = load_robots(path)
-    try:
-        built = build(reader(settings), settings, week, args.language)
-    except DatabaseError as exc:
-        if "UNKNOWN_DATABASE" not in str(exc):
-            raise
-        raise no_data_yet(parse_dsn(settings.clickhouse_dsn,
-                                    settings.clickhouse_database)) from None
+    built = build(reader(settings), settings, week, args.language)
     week = built.report.week
     html_path = args.html or f"orderwatch-weekly-{week}.html"
     with open(html_path, "w", encoding="utf-8") as f:

@@ -29,14 +29,18 @@ def reader(settings: Settings) -> QueryRunner:
     target = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database)
     if target.embedded and not os.path.isdir(target.path):
         # opening it would create an empty one: a mistyped path would look like no data
-        raise no_data_yet(target)
+        raise _no_data_yet(target)
     if held_by_another_process(target):
         return _through_running_process(f"http://{settings.metrics_host}:"
                                         f"{settings.metrics_port}/query?format=json")
-    return read_only(target)
+    query = read_only(target)
+    _, databases = query("SELECT name FROM system.databases")
+    if (target.database,) not in databases:  # rather than "Database … does not exist"
+        raise _no_data_yet(target)
+    return query
 
 
-def no_data_yet(target: Target) -> ConfigError:
+def _no_data_yet(target: Target) -> ConfigError:
     return ConfigError(f"no OrderWatch data in {target.redacted()} yet: run replay, run or "
                        "consume first")
 

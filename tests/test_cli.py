@@ -181,3 +181,24 @@ def test_reading_data_never_written_says_so_and_creates_nothing(tmp_path):
     nowhere = orderwatch("sql", "--clickhouse", f"chdb://{tmp_path / 'none'}", "SELECT 1")
     assert nowhere.returncode == 2 and "no OrderWatch data" in nowhere.stderr, nowhere.stderr
     assert not (tmp_path / "none").exists(), "reading must not create the data directory"
+
+
+def test_every_command_defaults_to_the_same_embedded_data(tmp_path):
+    """`replay` wrote chdb://./data/orderwatch.chdb while `sql`, `report` and `run` used
+    ./data itself: a replay and then a query, all on defaults, answered 'Database
+    orderwatch does not exist'."""
+    assert orderwatch("simulate", "--out", "e.jsonl", "--orders", "5", "--seed", "3",
+                      cwd=tmp_path).returncode == 0
+    replayed = orderwatch("replay", "e.jsonl", "--alerts-out", "a.jsonl", cwd=tmp_path)
+    assert replayed.returncode == 0, replayed.stderr
+    count = orderwatch("sql", "SELECT count() FROM orderwatch.events", cwd=tmp_path)
+    assert count.returncode == 0 and int(count.stdout.split()[-1]) > 0, count.stderr
+    weekly = orderwatch("report", "weekly", "--html", "w.html", cwd=tmp_path)
+    assert weekly.returncode == 0, weekly.stderr
+
+
+def test_a_directory_without_orderwatch_data_says_so(tmp_path):
+    (tmp_path / "state").mkdir()  # ./data as the robots' state leaves it
+    for command in (("sql", "SELECT 1"), ("report", "weekly", "--html", "w.html")):
+        result = orderwatch(*command, "--data", str(tmp_path), cwd=tmp_path)
+        assert result.returncode == 2 and "no OrderWatch data" in result.stderr, result.stderr
