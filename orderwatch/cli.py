@@ -244,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # on the handler: clickhouse_connect resets urllib3's level
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_http_libraries)
     try:
         settings = Settings.from_env()
         if args.command == "simulate":
@@ -266,6 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as exc:
         return _failed(exc)
+
+
+def _quiet_http_libraries(record: logging.LogRecord) -> bool:
+    """Their retries and failures reach us as exceptions, which we word in one line."""
+    return record.levelno >= logging.ERROR or not record.name.startswith(
+        ("urllib3", "clickhouse_connect"))
 
 
 def _failed(exc: Exception) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from orderwatch.config import ConfigError
 
@@ -75,12 +76,24 @@ def connect(target: Target):
                 client = clickhouse_connect.get_client(dsn=target.dsn)
             else:
                 parts = urlsplit(target.dsn)
-                client = clickhouse_connect.get_client(
-                    host=parts.hostname, port=parts.port or 8123,
-                    username=unquote(parts.username or "default"),
-                    password=unquote(parts.password or ""), secure=parts.scheme == "https")
+                try:  # get_client asks the server for its version and settings
+                    client = clickhouse_connect.get_client(
+                        host=parts.hostname, port=parts.port or 8123,
+                        username=unquote(parts.username or "default"),
+                        password=unquote(parts.password or ""), secure=parts.scheme == "https")
+                except ClickHouseError as exc:
+                    raise ConfigError(f"cannot use ClickHouse at {target.redacted()}: "
+                                      f"{_reason(exc)}") from None
             _clients[target.dsn] = client
         return client
+
+
+def _reason(exc: ClickHouseError) -> str:
+    """The operating system's words when there are some ("Connection refused"), not the
+    connection pool's paragraph around them; otherwise ClickHouse's, on one line."""
+    text = " ".join(str(exc).split())
+    found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    return found.group(1) if found else text
 
 
 def connect_read_only(target: Target):

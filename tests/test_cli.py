@@ -9,7 +9,7 @@ import time
 
 import orjson
 
-from conftest import orderwatch, orderwatch_exe
+from conftest import free_port, orderwatch, orderwatch_exe
 
 
 def test_usage_errors_exit_2_with_one_line():
@@ -202,3 +202,17 @@ def test_a_directory_without_orderwatch_data_says_so(tmp_path):
     for command in (("sql", "SELECT 1"), ("report", "weekly", "--html", "w.html")):
         result = orderwatch(*command, "--data", str(tmp_path), cwd=tmp_path)
         assert result.returncode == 2 and "no OrderWatch data" in result.stderr, result.stderr
+
+
+def test_a_clickhouse_server_that_does_not_answer_is_one_line_without_the_password(tmp_path):
+    """It used to exit 1 after three lines: urllib3's retry, clickhouse-connect's warning
+    and the raw connection-pool error."""
+    events = tmp_path / "e.jsonl"
+    events.write_text("")
+    dsn = f"http://ow:s3cret@127.0.0.1:{free_port()}/orderwatch"
+    for command in (("sql", "SELECT 1"), ("replay", str(events))):
+        result = orderwatch(*command, "--clickhouse", dsn)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "cannot use ClickHouse at http://ow:***@127.0.0.1" in result.stderr
+        assert "Connection refused" in result.stderr and "s3cret" not in result.stderr
