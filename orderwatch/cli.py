@@ -488,6 +488,16 @@ def _stop_on_signals():
     return stop
 
 
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
+          b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+def _compression(path: str) -> str | None:
+    with open(path, "rb") as f:
+        head = f.read(6)
+    return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
+
+
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.pipelines.runner import execute
     from orderwatch.pipelines.sources import JsonlSource
@@ -500,6 +510,10 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         if not os.path.isfile(path):  # each stripe opens it, and a resume seeks in it
             raise UsageError(f"{path} is not a regular file (a pipe or a device?); "
                              "replay reads files: save the events to one first")
+        compressed = _compression(path)
+        if compressed:  # each line would be dead-lettered as not JSON
+            raise UsageError(f"{path} is {compressed}-compressed; replay reads plain JSON "
+                             "Lines: decompress it to a file first")
     settings = _with_dsn(settings, args.clickhouse, None)
     cluster, recovery = _execution(args)
     tz = settings.display_timezone

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import signal
 import subprocess
 import sys
@@ -36,6 +37,11 @@ def test_configuration_errors_exit_2(tmp_path):
     assert folder.returncode == 2 and "is a directory" in folder.stderr
     device = orderwatch("replay", "/dev/null")  # or a pipe, from <(zcat events.jsonl.gz)
     assert device.returncode == 2 and "not a regular file" in device.stderr, device.stderr
+    packed = tmp_path / "e.jsonl.gz"  # every line used to become a dead letter
+    packed.write_bytes(gzip.compress(b'{"stream": "order"}\n'))
+    compressed = orderwatch("replay", str(packed), "--clickhouse", f"chdb://{tmp_path}/gz")
+    assert compressed.returncode == 2 and "gzip-compressed" in compressed.stderr
+    assert not (tmp_path / "gz").exists(), "refused before anything was written"
     blocked = orderwatch("replay", str(events), "--clickhouse", f"chdb://{events}/ch")
     assert blocked.returncode == 2 and blocked.stderr.count("\n") == 1
     assert "cannot use" in blocked.stderr and "Not a directory" in blocked.stderr
