@@ -77,8 +77,18 @@ class WeeklySchedule:
 class RobotsConfig:
     robots: Mapping[str, RobotConfig]
     routes: tuple[Route, ...]
-    disabled: tuple[str, ...] = ()  # configured, but their URL variable is empty
+    # configured, but their URL variable is empty: robot → the variable
+    disabled: Mapping[str, str] = field(default_factory=dict)
     weekly: WeeklySchedule = field(default_factory=WeeklySchedule)
+
+    def weekly_robots(self) -> tuple[str, ...]:
+        """The robots the weekly report goes to: those `weekly:` names (default all) that
+        are switched on."""
+        return tuple(n for n in self.weekly.robots or self.robots if n in self.robots)
+
+    def switched_off(self) -> str:
+        """The robots switched off, and why: "pay ($ORDERWATCH_DINGTALK_PAY_URL is empty)"."""
+        return ", ".join(f"{name} (${var} is empty)" for name, var in self.disabled.items())
 
     def deliveries(self, labels: Mapping[str, str]) -> list[tuple[RobotConfig, Grouping]]:
         """Robots for an alert (labels include `alert` and `severity`), in route order,
@@ -118,17 +128,17 @@ def load_robots(path: str | Path, env: Mapping[str, str] | None = None) -> Robot
         raise ConfigError(f"robots file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("robots"), dict):
         raise ConfigError(f"{path}: needs a `robots:` mapping")
-    robots, disabled = {}, []
+    robots, disabled = {}, {}
     for name, spec in doc["robots"].items():
         robot = _robot(str(name), spec or {}, env, path)
         if robot is None:
-            disabled.append(str(name))
+            disabled[str(name)] = spec["url_env"]
         else:
             robots[robot.name] = robot
     routes = tuple(_route(i, spec, doc["robots"], path)
                    for i, spec in enumerate(doc.get("routes") or [{"robots": list(robots)}]))
     weekly = _weekly(doc.get("weekly") or {}, doc["robots"], path)
-    return RobotsConfig(robots, routes, tuple(disabled), weekly)
+    return RobotsConfig(robots, routes, disabled, weekly)
 
 
 def _weekly(spec: dict, robots: dict, path) -> WeeklySchedule:

@@ -86,9 +86,8 @@ def send(built: BuiltReport, config: RobotsConfig, tz: str, ledger: Ledger,
     report yet (`again`: to all of them), and record who got it."""
     week = built.report.week
     done = set() if again else set(ledger.sent().get(str(week), []))
-    names = config.weekly.robots or tuple(config.robots)
-    results = post(built, [Robot(config.robots[n], tz) for n in names
-                           if n in config.robots and n not in done])
+    results = post(built, [Robot(config.robots[n], tz) for n in config.weekly_robots()
+                           if n not in done])
     for name, outcome in results.items():
         if outcome.ok:
             ledger.record(week, name)
@@ -101,6 +100,8 @@ def _post_with_retries(client: httpx.Client, robot: Robot, payload: dict,
         outcome = post_payload(client, robot.url(), payload)
         if outcome.ok or not outcome.retry or delay is None:
             return outcome
+        log.warning("weekly report to robot %s: %s; retrying in %.0f s", robot.name,
+                    outcome.detail, delay)  # minutes in all: say so as it goes
         sleep(delay)
     raise AssertionError("unreachable")
 

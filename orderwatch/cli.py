@@ -417,8 +417,7 @@ def _notifiers(settings: Settings, alerts_out: str | None, cluster=None,
 
         config = load_robots(settings.robots_file)
         if config.disabled:
-            print(f"robots switched off (their URL variable is empty): "
-                  f"{', '.join(config.disabled)}", file=sys.stderr)
+            print(f"robots switched off: {config.switched_off()}", file=sys.stderr)
         if config.robots:
             notifiers.append(RobotNotifier(config, settings.state_dir, tz))
     return notifiers or [ConsoleNotifier(tz)]
@@ -587,6 +586,9 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         if not path:
             raise UsageError("--send needs --robots FILE (or ORDERWATCH_ROBOTS_FILE)")
         robots = load_robots(path)
+        if not robots.weekly_robots():
+            raise UsageError("no robot to send to: " + (
+                robots.switched_off() or "`weekly: robots` names none of the file's robots"))
     built = build(reader(settings), settings, week, args.language)
     week = built.report.week
     html_path = args.html or f"orderwatch-weekly-{week}.html"
@@ -604,8 +606,6 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     results = send(built, robots, settings.display_timezone,
                    Ledger(Path(settings.state_dir) / "weekly-sent.json"), again=True)
-    if not results:
-        raise UsageError("no robot to send to: check `weekly: robots` and the URL variables")
     for name, outcome in results.items():
         print(f"robot {name}: {'sent' if outcome.ok else 'FAILED ' + outcome.detail}")
     return 0 if all(o.ok for o in results.values()) else 1
@@ -622,7 +622,7 @@ def _weekly_robot(settings: Settings, robots):
         weekly.start()
         when = next_run(time.time(), weekly.schedule, settings.display_timezone)
         print(f"weekly    health check {to_rfc3339(when, settings.display_timezone)} to "
-              + (", ".join(weekly.schedule.robots or robots.robots) if robots else
+              + (", ".join(robots.weekly_robots()) or "no robot" if robots else
                  "the console") + f" and {settings.state_dir}/reports/\n", flush=True)
     return weekly
 

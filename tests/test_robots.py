@@ -189,7 +189,8 @@ def test_robots_file_takes_secrets_from_the_environment_only(tmp_path):
                     "routes:\n  - {name: critical, match: {severity: critical}, "
                     "robots: [ops, pay]}\n  - {name: default, robots: [ops]}\n")
     config = load_robots(path, {"OPS_URL": "https://example.invalid/x?key=1"})
-    assert set(config.robots) == {"ops"} and config.disabled == ("pay",)
+    assert set(config.robots) == {"ops"} and config.disabled == {"pay": "PAY_URL"}
+    assert config.switched_off() == "pay ($PAY_URL is empty)"
     assert [r.name for r in config.robots_for({"severity": "warning"})] == ["ops"]
     assert "key=1" not in repr(config.robots["ops"])  # never in logs
     path.write_text("robots:\n  ops: {kind: wecom, url: https://x}\n")

@@ -250,6 +250,46 @@ def test_the_weekly_robot_posts_on_schedule_once_per_week(chdb_dsn, tmp_path):
         fake.stop()
 
 
+def test_a_failing_robot_is_retried_and_every_retry_is_said(chdb_dsn, tmp_path, caplog):
+    """The retries take minutes in all; `report weekly --send` used to stay silent
+    through them."""
+    from orderwatch.alerts.robot_config import load_robots
+    from orderwatch.alerts.robots import Robot
+    from orderwatch.alerts.weekly_robot import build, post
+    from orderwatch.config import Settings
+    from orderwatch.pipelines.clickhouse_client import connect, parse_dsn
+    from orderwatch.pipelines.clickhouse_schema import migrate
+    from orderwatch.pipelines.reader import reader
+
+    settings = Settings(clickhouse_dsn=chdb_dsn, clickhouse_database="weekly_retry")
+    migrate(connect(parse_dsn(chdb_dsn)), "weekly_retry")
+    now = [0.0]
+    fake = FakeRobots(lambda: now[0], wecom_keys={"wk"}, fail_until=10.0)
+    path = tmp_path / "robots.yml"
+    path.write_text("robots:\n  ops: {kind: wecom, url_env: U}\n")
+    try:
+        config = load_robots(path, {"U": f"{fake.start()}/cgi-bin/webhook/send?key=wk"})
+        built = build(reader(settings), settings, WEEK)
+        with caplog.at_level("WARNING", logger="orderwatch.alerts.weekly_robot"):
+            results = post(built, [Robot(config.robots["ops"], TZ)],
+                           sleep=lambda s: now.__setitem__(0, now[0] + s))
+    finally:
+        fake.stop()
+    assert results["ops"].ok and fake.answers == [500, 500, 500, 0, 0]  # text, then image
+    assert [r.getMessage() for r in caplog.records] == [
+        f"weekly report to robot ops: HTTP 500; retrying in {s} s" for s in (2, 5, 15)]
+
+
+def test_weekly_send_with_its_robots_switched_off_says_which_variable_before_the_work(
+        tmp_path):
+    robots = tmp_path / "robots.yml"
+    robots.write_text("robots:\n  ops: {kind: wecom, url_env: OW_TEST_OPS_URL}\n")
+    result = orderwatch("report", "weekly", "--send", "--robots", str(robots), "--html",
+                        str(tmp_path / "w.html"), "--data", str(tmp_path / "none"))
+    assert result.returncode == 2, result.stderr
+    assert "no robot to send to: ops ($OW_TEST_OPS_URL is empty)" in result.stderr
+
+
 def test_next_run_is_the_next_monday_ten_in_shanghai():
     from orderwatch.alerts.robot_config import WeeklySchedule
     from orderwatch.alerts.weekly_robot import next_run
