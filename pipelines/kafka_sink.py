@@ -9,6 +9,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
 from orderwatch.pipelines.decoding import Decoded
+from orderwatch.pipelines.kafka_source import list_partitions
 
 TOPIC_OF_STREAM = {"order": "orders", "callback": "callbacks", "logistics": "logistics"}
 DEAD_LETTER_TOPIC = "orderwatch.dead_letters"
@@ -18,9 +19,12 @@ class EventPublisher:
     """Publishes contract events keyed by `order_no` (one order stays in one partition)."""
 
     def __init__(self, brokers: str, topics: dict[str, str] | None = None) -> None:
+        self.topics = topics or TOPIC_OF_STREAM
+        # a broker down or a topic missing is said now, in one line, rather than after a
+        # minute of librdkafka's connection errors as undelivered messages
+        list_partitions(brokers, tuple(dict.fromkeys(self.topics.values())))
         self.producer = Producer({"bootstrap.servers": brokers, "linger.ms": 20,
                                   "enable.idempotence": False})
-        self.topics = topics or TOPIC_OF_STREAM
         self.sent = 0
 
     def publish(self, event: dict[str, Any]) -> None:

@@ -27,7 +27,9 @@ DEFAULT_TOPICS = ("orders", "callbacks", "logistics")
 def list_partitions(brokers: str, topics: tuple[str, ...], timeout_s: float = 10) -> list[str]:
     """"topic/partition" names of every partition of the topics."""
     try:
-        metadata = AdminClient({"bootstrap.servers": brokers}).list_topics(timeout=timeout_s)
+        # librdkafka would log every failed connect (one line each 50 ms); we say it once
+        metadata = AdminClient({"bootstrap.servers": brokers, "log_level": 0}).list_topics(
+            timeout=timeout_s)
     except Exception as exc:
         raise ConfigError(f"cannot reach Kafka at {brokers}: {exc}") from None
     parts = []

@@ -181,3 +181,19 @@ def test_a_consumer_killed_mid_stream_resumes_to_exactly_the_same_results(
     want, alerts = consumed_once
     assert digests(f"chdb://{published / 'killed'}") == want
     assert sorted_alerts(published / "killed.jsonl") == alerts
+
+
+def test_kafka_that_is_not_there_is_said_in_one_line_before_any_work(broker, tmp_path):
+    """simulate --brokers used to spend a minute in librdkafka's connection errors and
+    exit 1 with 'N messages were not delivered'; consume printed a line per failed
+    connect (every 50 ms) before its own."""
+    nowhere = f"127.0.0.1:{free_port()}"
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    for command in (("simulate", "--orders", "3", "--brokers", nowhere),
+                    ("consume", "--brokers", nowhere, "--until-end", "--clickhouse", dsn)):
+        result = orderwatch(*command)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "cannot reach Kafka at" in result.stderr
+    missing = orderwatch("consume", "--brokers", broker, "--topics", "nope,callbacks,logistics",
+                         "--until-end", "--clickhouse", dsn)
+    assert missing.returncode == 2 and "Kafka topic 'nope' does not exist" in missing.stderr
