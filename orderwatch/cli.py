@@ -569,7 +569,6 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-
     from orderwatch.alerts.robot_config import load_robots
     from orderwatch.alerts.weekly_checks import Week
     from orderwatch.alerts.weekly_robot import Ledger, build, send
