@@ -156,6 +156,10 @@ class Simulator:
         self._warmed = True
         return True
 
+    def warm_up_left_s(self) -> float:
+        """Seconds of trading still to live through before `start` (0 once warm)."""
+        return 0.0 if self._warmed else max(0.0, self.cfg.start - self.now)
+
     def events(self) -> Iterator[dict[str, Any]]:
         self.warm_up()
         while self._procs:

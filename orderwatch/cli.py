@@ -560,10 +560,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         source = EngineSource(config, args.rate, args.duration, stop,
                               settings.pipeline.source_batch_size)
-        summary = execute(source, settings,
-                          notifiers, serve_metrics=True, progress_s=5.0)
+        summary = execute(source, settings, notifiers, serve_metrics=True, progress_s=5.0,
+                          warm_up_left_s=source.warm_up_left_s)
     finally:
         weekly.stop()
+    summary.warm_up_s = source.warm_up_took_s()
     print("\nsummary\n" + "\n".join(summary.lines(settings.display_timezone)))
     return 0
 

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -164,11 +164,14 @@ class Summary:
     alerts: Counter = field(default_factory=Counter)
     peak_rss_mib: float | None = None  # of the dataflow, before the tables are merged
     merge_s: float | None = None  # the tables' final merge, the end of elapsed_s (leader)
+    warm_up_s: float = 0.0  # the engine's warm-up before its first event, within elapsed_s
 
     def lines(self, tz: str = "Asia/Shanghai") -> list[str]:
-        rate = self.events / self.elapsed_s if self.elapsed_s else 0.0
+        flowing = self.elapsed_s - self.warm_up_s
+        rate = self.events / flowing if flowing > 0 else 0.0
         out = [
-            f"events processed   {self.events:,} in {self.elapsed_s:.1f} s ({rate:,.0f}/s)",
+            f"events processed   {self.events:,} in {flowing:.1f} s ({rate:,.0f}/s)"
+            + (f" after a warm-up of {self.warm_up_s:.1f} s" if self.warm_up_s else ""),
             f"redeliveries       {self.redelivered:,} dropped (same event_id)",
             f"dead letters       {self.dead_letters:,}",
             f"open orders        {self.open_orders:,}",
@@ -190,16 +193,24 @@ class Summary:
 class Progress(threading.Thread):
     """Prints a one-line heartbeat while a live run goes on."""
 
-    def __init__(self, exporter: Exporter, every_s: float, tz: str) -> None:
+    def __init__(self, exporter: Exporter, every_s: float, tz: str,
+                 warm_up_left_s: Callable[[], float | None] = lambda: None) -> None:
         super().__init__(daemon=True, name="orderwatch-progress")
         self.exporter = exporter
         self.every_s = every_s
         self.tz = tz
+        self.warm_up_left_s = warm_up_left_s
         self.stopped = threading.Event()
 
     def run(self) -> None:
         last, last_t = 0.0, time.monotonic()
         while not self.stopped.wait(self.every_s):
+            left = self.warm_up_left_s()
+            if left:  # no event yet: say what the engine is doing instead of "events 0"
+                print(f"· warming up: {left / 86400:,.1f} days of trading left to simulate "
+                      "before the first event", flush=True)
+                last_t = time.monotonic()
+                continue
             e = self.exporter
             events = e.total("orderwatch_events")
             now = time.monotonic()
@@ -216,7 +227,8 @@ class Progress(threading.Thread):
 def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier], *,
             serve_metrics: bool = False, progress_s: float | None = None,
             exporter: Exporter | None = None, dead_letters: Any = None,
-            cluster: Cluster = Cluster(), recovery: Recovery | None = None) -> Summary:
+            cluster: Cluster = Cluster(), recovery: Recovery | None = None,
+            warm_up_left_s: Callable[[], float | None] = lambda: None) -> Summary:
     target = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database)
     if cluster.leader and held_by_another_process(target):
         raise ConfigError(f"{target.dsn} is open in another process (chDB allows one per data "
@@ -242,7 +254,8 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
                                      p.clickhouse_flush_s, cluster.leader),
                       AlertSink(notifiers, exporter, count, cluster.leader), exporter,
                       dead_letters, snapshots=recovery is not None)
-    heartbeat = Progress(exporter, progress_s, settings.display_timezone) if progress_s else None
+    heartbeat = Progress(exporter, progress_s, settings.display_timezone,
+                         warm_up_left_s) if progress_s else None
     started = time.monotonic()
     try:
         if heartbeat:

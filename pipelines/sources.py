@@ -154,6 +154,7 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
         self.rate = rate
         self.stop = stop
         self.duration = duration
+        self.created = time.monotonic()
         self.started: float | None = None  # the clock starts once the engine is warm
         self.deadline: float | None = None
         self.resume = resume or 0
@@ -223,11 +224,25 @@ class EngineSource(FixedPartitionedSource[Chunk, int]):
         self.rate = rate
         self.duration = duration
         self.stop = stop or StopSignal()
+        self.partition: _EnginePartition | None = None
 
     def list_parts(self) -> list[str]:
         return ["engine"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None
                    ) -> _EnginePartition:
-        return _EnginePartition(self.config, self.rate, self.duration, self.stop, resume_state,
-                                self.max_batch)
+        self.partition = _EnginePartition(self.config, self.rate, self.duration, self.stop,
+                                          resume_state, self.max_batch)
+        return self.partition
+
+    def warm_up_left_s(self) -> float | None:
+        """Seconds of trading the engine has still to live through before its first event
+        (read from another thread: the heartbeat); None when it is not warming up."""
+        part = self.partition
+        left = 0.0 if part is None or part.started is not None else part.sim.warm_up_left_s()
+        return left or None
+
+    def warm_up_took_s(self) -> float:
+        """Wall-clock seconds the warm-up took (0 without one, or before it ended)."""
+        part = self.partition
+        return 0.0 if part is None or part.started is None else part.started - part.created

@@ -141,9 +141,13 @@ def test_a_warm_start_never_blocks_the_dataflow_and_then_keeps_pace(tmp_path):
                         "--seed", "3", "--data", str(tmp_path / "data"),
                         env={"ORDERWATCH_METRICS_PORT": str(free_port())})
     assert result.returncode == 0, result.stderr
-    processed = re.search(r"events processed\s+([\d,]+)", result.stdout)
+    processed = re.search(r"events processed\s+([\d,]+) in ([\d.]+) s \(([\d,]+)/s\) "
+                          r"after a warm-up of ([\d.]+) s", result.stdout)
     assert processed, result.stdout
-    assert int(processed.group(1).replace(",", "")) > 20_000, result.stdout
+    events, flowing, rate, warm_up = (float(g.replace(",", "")) for g in processed.groups())
+    assert events > 20_000, result.stdout
+    # the rate is over the traffic only, not the warm-up before it (it used to be both)
+    assert warm_up > 0 and rate == pytest.approx(events / flowing, rel=0.01, abs=1)
 
 
 def test_an_engine_partition_warms_up_in_slices_and_stops_when_told():
@@ -154,8 +158,9 @@ def test_an_engine_partition_warms_up_in_slices_and_stops_when_told():
     config = SimConfig(seed=3, orders=None, orders_per_minute=60.0, record_labels=False,
                        warm_up=2 * 86400.0)
     stop = StopSignal()
-    part = EngineSource(config, rate=1000.0, stop=stop).build_part("input", "engine", None)
-    took = []
+    source = EngineSource(config, rate=1000.0, stop=stop)
+    part = source.build_part("input", "engine", None)
+    took, left = [], [source.warm_up_left_s()]
     while True:
         began = time.monotonic()
         batch = part.next_batch()
@@ -163,6 +168,9 @@ def test_an_engine_partition_warms_up_in_slices_and_stops_when_told():
         if batch:
             break
         assert part.next_awake() is None  # warming: call again at once
+        left.append(source.warm_up_left_s())
+    assert left[0] == 2 * 86400.0 and left == sorted(left, reverse=True) and left[-1] > 0
+    assert source.warm_up_left_s() is None and source.warm_up_took_s() >= sum(took[:-1])
     # ~11 s of warm-up in slices of 0.2 s of work (generous: a loaded machine, the GC)
     assert len(took) > 5 and max(took) < 3.0, took
 
@@ -177,3 +185,20 @@ def test_an_engine_partition_warms_up_in_slices_and_stops_when_told():
         == list(reversed(range(DRAIN_STEPS - 1)))
     with pytest.raises(StopIteration):
         cold.next_batch()
+
+
+def test_the_heartbeat_says_the_engine_is_warming_up_rather_than_events_0(capsys):
+    from orderwatch.pipelines.prometheus_export import Exporter
+    from orderwatch.pipelines.runner import Progress
+
+    left: list[float | None] = [1.5 * 86400]
+    beat = Progress(Exporter(), 0.05, "Asia/Shanghai", lambda: left[0])
+    beat.start()
+    time.sleep(0.3)
+    left[0] = None  # warm: the usual line, events and all
+    time.sleep(0.3)
+    beat.stopped.set()
+    beat.join()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "· warming up: 1.5 days of trading left to simulate before the first event"
+    assert lines[-1].startswith("· events 0 (0/s) · event time -")
