@@ -245,4 +245,6 @@ class EngineSource(FixedPartitionedSource[Chunk, int]):
     def warm_up_took_s(self) -> float:
         """Wall-clock seconds the warm-up took (0 without one, or before it ended)."""
         part = self.partition
-        return 0.0 if part is None or part.started is None else part.started - part.created
+        if part is None or part.started is None or not self.config.warm_up:
+            return 0.0
+        return part.started - part.created

@@ -79,6 +79,7 @@ def test_run_streams_alerts_serves_metrics_and_stops_on_ctrl_c(tmp_path, promtoo
     assert "[FIRING]" in out and "callback_lost" in out
     assert "· events" in out, "a heartbeat line shows events flowing"
     assert "summary" in out and "events processed" in out
+    assert "warm-up" not in out, "no warm-up was asked for"
     after = orderwatch("sql", "--data", str(tmp_path / "data"),
                        "SELECT count() FROM orderwatch.alerts")
     assert after.returncode == 0 and int(after.stdout.split()[-1]) > 0
