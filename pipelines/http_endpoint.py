@@ -77,9 +77,9 @@ def _query(environ: dict, start_response: Callable, query: QueryRunner) -> Itera
     try:
         columns, rows = query(sql)
     except Exception as exc:
-        reason = exc.reason if isinstance(exc, QueryFailed) else " ".join(str(exc).split())
+        failed = exc if isinstance(exc, QueryFailed) else QueryFailed(str(exc))
         start_response("400 Bad Request", [("Content-Type", "text/plain; charset=utf-8")])
-        return [f"{reason}\n".encode()]
+        return [f"{failed.reason}\n".encode()]
     if params.get("format") == ["json"]:
         start_response("200 OK", [("Content-Type", "application/json")])
         return [orjson.dumps({"columns": columns, "rows": rows}, default=str)]
