@@ -61,8 +61,12 @@ class OrderState:
         self.finished_at: float | None = None
         self.last_event_at = -float("inf")
         self.events = 0
-        self.user_id = self.channel = self.gateway = None
-        self.warehouse = self.carrier = self.waybill_no = None
+        self.user_id: str | None = None
+        self.channel: str | None = None
+        self.gateway: str | None = None
+        self.warehouse: str | None = None
+        self.carrier: str | None = None
+        self.waybill_no: str | None = None
         self.amount: float | None = None
         self.grace_s: float | None = None
         self.paid_at: float | None = None  # the gateway's paid_at of its first SUCCESS

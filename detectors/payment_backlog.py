@@ -32,7 +32,9 @@ class PendingPaymentBacklog:
         self.book = AlertBook(self.name, "critical")
         self.created: dict[int, int] = {}  # creation minute → orders created
         self.left: dict[int, int] = {}  # creation minute → of those, no longer pending
-        self.lo = self.hi = None  # creation minutes [lo, hi) now in the window
+        # creation minutes [lo, hi) now in the window; None until the first advance
+        self.lo: int | None = None
+        self.hi: int | None = None
         self.total = self.pending = 0
 
     def route(self, event: Event, order: OrderState) -> list[tuple[str, tuple[str, float]]]:
