@@ -12,6 +12,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -80,16 +81,28 @@ class Silences:
             raise ConfigError("a silence needs at least one matcher")
         if not duration_s > 0:  # it would end as it starts, muting nothing
             raise ConfigError(f"a silence needs a duration above 0, got {duration_s:g} s")
+        if not comment.strip():
+            raise ConfigError("a silence needs a comment saying why")
         now = self.clock()
+        try:  # every command prints the end as a date; a date past 9999 has none
+            datetime.fromtimestamp(now + duration_s, UTC)
+        except (OverflowError, ValueError, OSError):
+            raise ConfigError(f"a silence of {duration_s:g} s is too long: it would end "
+                              "after the year 9999") from None
         body = orjson.dumps([[m.name, m.op, m.value] for m in matchers])
         cursor = self.db.execute("INSERT INTO silences (matchers, starts_at, ends_at, comment) "
                                  "VALUES (?, ?, ?, ?)", (body, now, now + duration_s, comment))
         return Silence(cursor.lastrowid, tuple(matchers), now, now + duration_s, comment)
 
-    def expire(self, silence_id: int) -> bool:
-        cursor = self.db.execute("UPDATE silences SET ends_at = min(ends_at, ?) WHERE id = ?",
-                                 (self.clock(), silence_id))
-        return cursor.rowcount == 1
+    def expire(self, silence_id: int) -> None:
+        now = self.clock()
+        row = self.db.execute("SELECT ends_at FROM silences WHERE id = ?",
+                              (silence_id,)).fetchone()
+        if row is None:
+            raise ConfigError(f"no silence {silence_id}")
+        if row[0] <= now:
+            raise ConfigError(f"silence {silence_id} has already ended")
+        self.db.execute("UPDATE silences SET ends_at = ? WHERE id = ?", (now, silence_id))
 
     def active(self) -> list[Silence]:
         now = self.clock()

@@ -440,9 +440,8 @@ def cmd_silence(args: argparse.Namespace, settings: Settings) -> int:
         for s in silences.active():
             print(f"{s.id}\t{to_rfc3339(s.ends_at, tz)}\t{' '.join(map(str, s.matchers))}"
                   f"\t{s.comment}")
-    elif not silences.expire(args.id):
-        raise UsageError(f"no silence {args.id}")
     else:
+        silences.expire(args.id)
         print(f"silence {args.id} expired")
     return 0
 

@@ -222,3 +222,25 @@ def test_a_clickhouse_server_that_does_not_answer_is_one_line_without_the_passwo
         assert result.stderr.count("\n") == 1, result.stderr
         assert "cannot use ClickHouse at http://ow:***@127.0.0.1" in result.stderr
         assert "Connection refused" in result.stderr and "s3cret" not in result.stderr
+
+
+def test_silences_refuse_what_they_cannot_keep_and_say_when_one_has_ended(tmp_path):
+    state = ["silence", "--state", str(tmp_path)]
+    forever = orderwatch(*state, "add", "alert=callback_lost", "--duration", "1000000000h",
+                         "--comment", "x")  # past the year 9999: exit 1, and kept anyway
+    assert forever.returncode == 2 and forever.stderr.count("\n") == 1, forever.stderr
+    assert "too long" in forever.stderr
+    blank = orderwatch(*state, "add", "alert=callback_lost", "--comment", " ")
+    assert blank.returncode == 2 and "comment" in blank.stderr, blank.stderr
+    added = orderwatch(*state, "add", "alert=callback_lost", "--comment", "alipay upgrade")
+    assert added.returncode == 0, added.stderr
+    listed = orderwatch(*state, "list")  # used to fail on the row the first add kept
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1:] == [
+        line for line in listed.stdout.splitlines()[1:] if "alipay upgrade" in line]
+    assert len(listed.stdout.splitlines()) == 2
+    silence_id = added.stdout.split()[1]
+    assert orderwatch(*state, "expire", silence_id).returncode == 0
+    again = orderwatch(*state, "expire", silence_id)  # said "silence 1 expired" again
+    assert again.returncode == 2 and "already ended" in again.stderr, again.stderr
+    assert "no silence 99" in orderwatch(*state, "expire", "99").stderr

@@ -233,7 +233,8 @@ def test_silences_mute_matching_notices_until_they_expire(fake, clock, tmp_path)
     assert dispatcher.offer(other) == "queued"
     clock.now += 3600  # the silence ran out
     assert dispatcher.offer(notice(2)) == "queued"
-    silences.expire(s.id)
+    with pytest.raises(ConfigError, match="already ended"):
+        silences.expire(s.id)
     with pytest.raises(ConfigError, match="duration above 0"):  # over before it starts
         silences.add([parse_matcher("alert=callback_lost")], 0, "nothing")
     run(outbox, clock, clock.now + 35)  # the route's group_wait (30 s)
