@@ -103,6 +103,10 @@ def serve(exporter: Exporter, host: str, port: int, query: QueryRunner | None = 
 def serve_wsgi(app: Callable, host: str, port: int, name: str):
     """Any WSGI app, threaded, without an access log, in a daemon thread named `name`;
     returns the server (call `shutdown()` to stop)."""
-    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_Quiet)
+    try:
+        server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_Quiet)
+    except (OSError, OverflowError) as exc:  # in use, not ours, no such host, out of range
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from None
     threading.Thread(target=server.serve_forever, daemon=True, name=name).start()
     return server

@@ -244,3 +244,23 @@ def test_silences_refuse_what_they_cannot_keep_and_say_when_one_has_ended(tmp_pa
     again = orderwatch(*state, "expire", silence_id)  # said "silence 1 expired" again
     assert again.returncode == 2 and "already ended" in again.stderr, again.stderr
     assert "no silence 99" in orderwatch(*state, "expire", "99").stderr
+
+
+def test_a_port_that_cannot_be_listened_on_is_one_line_exit_2(tmp_path):
+    import socket
+
+    robots = tmp_path / "robots.yml"
+    robots.write_text("robots:\n  ops: {kind: wecom, url_env: OPS_URL}\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        relay = orderwatch("relay", "--robots", str(robots), "--port", port, timeout=60)
+        run = orderwatch("run", "--duration", "5", "--data", str(tmp_path / "data"),
+                         env={"ORDERWATCH_METRICS_PORT": port}, timeout=120)
+    for result in (relay, run):  # were exit 1: "error: [Errno 98] Address already in use"
+        assert result.returncode == 2, result.stderr
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert relay.stderr.count("\n") == 1, relay.stderr
+    huge = orderwatch("relay", "--robots", str(robots), "--port", "99999", timeout=60)
+    assert huge.returncode == 2 and "cannot listen on 127.0.0.1:99999" in huge.stderr
