@@ -265,7 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.filename is None:
             return _failed(exc)
         # a path given on the command line or in settings: --out, --html, --labels…
-        print(f"orderwatch: cannot use {exc.filename}: {exc.strerror}", file=sys.stderr)
+        # (FileExistsError: mkdir(exist_ok=True) met a file where a directory goes)
+        reason = "Not a directory" if isinstance(exc, FileExistsError) else exc.strerror
+        print(f"orderwatch: cannot use {exc.filename}: {reason}", file=sys.stderr)
         return 2
     except Exception as exc:
         return _failed(exc)

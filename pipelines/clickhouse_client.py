@@ -70,9 +70,11 @@ def connect(target: Target):
             if target.embedded:
                 try:
                     os.makedirs(target.path, exist_ok=True)
-                except OSError as exc:
+                except OSError as exc:  # FileExistsError: a file where the directory goes
+                    reason = ("Not a directory" if isinstance(exc, FileExistsError)
+                              else exc.strerror)
                     raise ConfigError(f"cannot use {target.path} for the embedded ClickHouse: "
-                                      f"{exc.strerror}") from None
+                                      f"{reason}") from None
                 client = clickhouse_connect.get_client(dsn=target.dsn)
             else:
                 parts = urlsplit(target.dsn)

@@ -45,6 +45,12 @@ def test_configuration_errors_exit_2(tmp_path):
     blocked = orderwatch("replay", str(events), "--clickhouse", f"chdb://{events}/ch")
     assert blocked.returncode == 2 and blocked.stderr.count("\n") == 1
     assert "cannot use" in blocked.stderr and "Not a directory" in blocked.stderr
+    for args in (["run", "--duration", "2", "--data", str(events)],  # said "File exists"
+                 ["silence", "--state", str(events), "list"]):
+        in_the_way = orderwatch(*args, timeout=120)
+        assert in_the_way.returncode == 2, in_the_way.stderr
+        assert f"cannot use {events}" in in_the_way.stderr
+        assert "Not a directory" in in_the_way.stderr, in_the_way.stderr
 
 
 def test_settings_the_dataflow_cannot_use_exit_2_before_it_starts(tmp_path):
