@@ -88,7 +88,7 @@ class Week:
 class Check:
     name: str
     value: float  # the share (0–1), the count or the maximum the threshold applies to
-    healthy: bool
+    healthy: bool | None  # None: no order to judge (no data is not a healthy week)
     count: int  # orders over the line
     judged: int  # orders the check could judge
     extra: float = 0.0  # ship requests: the mean per order
@@ -134,6 +134,7 @@ class WeeklyReport:
 
     @property
     def healthy(self) -> bool:
+        """Every check judged, and healthy."""
         return all(c.healthy for c in self.checks)
 
 
@@ -162,18 +163,22 @@ def _check(name: str, days: dict[date, tuple], week: Week, t: Thresholds) -> Che
     rows = [days[d] for d in week.days() if d in days]
     judged = sum(r[0] for r in rows)
     count = sum(r[1] for r in rows)
+
+    def judge(healthy: bool) -> bool | None:
+        return healthy if judged else None
+
     if name == "pending_payment_over_2h":
         share = count / judged if judged else 0.0
-        return Check(name, share, share < t.backlog_ratio, count, judged)
+        return Check(name, share, judge(share < t.backlog_ratio), count, judged)
     if name == "no_tracking_after_24h":
-        return Check(name, float(count), count == 0, count, judged)
+        return Check(name, float(count), judge(count == 0), count, judged)
     if name == "settlement_failed":
         share = count / judged if judged else 0.0
-        return Check(name, share, count == 0, count, judged)
+        return Check(name, share, judge(count == 0), count, judged)
     most = max((r[2] for r in rows), default=0)
     total = sum(r[3] for r in rows)
-    return Check(name, float(most), most < t.duplicate_ship_min_requests, count, judged,
-                 total / judged if judged else 0.0)
+    return Check(name, float(most), judge(most < t.duplicate_ship_min_requests), count,
+                 judged, total / judged if judged else 0.0)
 
 
 def _day_value(name: str, row: tuple | None) -> float:

@@ -23,7 +23,7 @@ LABELS = {
         "problem": "{v}:{share} 的订单有告警({p}/{n})", "agg": ",{a} 条维度告警",
         "risky": "风险最高的未完结订单", "none": "无", "risk": "风险 {r:.0f}",
         "most": "最多 {m:.0f} 次,{c} 单 ≥ 2 次", "chart": "趋势图见附图 / HTML 报告",
-        "ok": "✅", "bad": "❌",
+        "ok": "✅", "bad": "❌", "unjudged": "⚪", "no_orders": "无可判定的订单",
     },
     "en": {
         "title": "OrderWatch weekly health check {week} ({first} to {last})",
@@ -40,7 +40,8 @@ LABELS = {
         "problem": "{v}: {share} of orders alerted ({p}/{n})", "agg": ", {a} dimension alerts",
         "risky": "Riskiest open orders", "none": "none", "risk": "risk {r:.0f}",
         "most": "at most {m:.0f}, {c} orders with ≥ 2", "chart": "trend chart: see the image "
-        "/ HTML report", "ok": "OK", "bad": "OFF",
+        "/ HTML report", "ok": "OK", "bad": "OFF", "unjudged": "N/A",
+        "no_orders": "no orders to judge",
     },
 }
 
@@ -48,11 +49,18 @@ LABELS = {
 def figure(c: Check, language: str) -> str:
     """The check's value as a reader wants it: shares in %, counts as counts."""
     w = LABELS[language]
+    if not c.judged:
+        return w["no_orders"]
     if c.name in ("pending_payment_over_2h", "settlement_failed"):
         return f"{c.value:.2%} ({c.count:,}/{c.judged:,})"
     if c.name == "no_tracking_after_24h":
         return f"{c.count:,} {w['orders']}"
     return w["most"].format(m=c.value, c=c.count)
+
+
+def verdict(c: Check) -> str:
+    """ok, bad, or unjudged: a week without orders to judge is neither."""
+    return "unjudged" if c.healthy is None else "ok" if c.healthy else "bad"
 
 
 def title(report: WeeklyReport, language: str) -> str:
@@ -64,7 +72,7 @@ def title(report: WeeklyReport, language: str) -> str:
 def check_lines(report: WeeklyReport, language: str) -> list[str]:
     w = LABELS[language]
     before = checks_by_name(report.previous)
-    return [f"{w['ok'] if c.healthy else w['bad']} {w[c.name]}: {figure(c, language)}"
+    return [f"{w[verdict(c)]} {w[c.name]}: {figure(c, language)}"
             f" — {w['before']} {figure(before[c.name], language)}; "
             f"{w['line']} {w['healthy_line'][c.name]}" for c in report.checks]
 
@@ -95,7 +103,7 @@ def html_page(report: WeeklyReport, png: bytes, language: str, tz: str) -> str:
     e = html.escape
     before = checks_by_name(report.previous)
     checks = "".join(
-        f"<tr class={'ok' if c.healthy else 'bad'}><td>{w['ok'] if c.healthy else w['bad']}"
+        f"<tr class={verdict(c)}><td>{w[verdict(c)]}"
         f"</td><td>{e(w[c.name])}</td><td>{e(figure(c, language))}</td>"
         f"<td>{e(figure(before[c.name], language))}</td>"
         f"<td>{e(w['healthy_line'][c.name])}</td></tr>" for c in report.checks)
@@ -119,6 +127,7 @@ table {{ border-collapse: collapse; margin: .5em 0 1.5em; }}
 td, th {{ border: 1px solid #ccc; padding: .3em .7em; text-align: left; }}
 tr.bad td:first-child {{ color: #c9302c; font-weight: bold; }}
 tr.ok td:first-child {{ color: #2d8a3e; }}
+tr.unjudged td {{ color: #888; }}
 </style></head><body>
 <h1>{e(title(report, language))}</h1>
 <p>{e(w['as_of'].format(t=to_rfc3339(report.as_of, tz)))}</p>

@@ -213,6 +213,23 @@ def test_the_weekly_report_shows_the_four_checks_with_the_right_figures(fortnigh
     assert sorted(sent["2026-W08"]) == ["ops", "pay"]
 
 
+def test_a_week_without_orders_is_not_called_healthy(fortnight, tmp_path):
+    """A week outside the data used to read four OKs (0.00% of 0/0): the weekly robot
+    said all was well about orders it never saw."""
+    dsn = fortnight[0]
+    result = orderwatch("report", "weekly", "--week", "1999-W01", "--clickhouse", dsn,
+                        "--language", "en", "--html", str(tmp_path / "r.html"),
+                        "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.stderr
+    report = orjson.loads((tmp_path / "r.json").read_bytes())
+    assert [(c["judged"], c["healthy"]) for c in report["checks"]] == [(0, None)] * 4
+    checks = [line for line in result.stdout.splitlines() if "healthy" in line]
+    assert len(checks) == 4 and all(line.startswith("N/A ") for line in checks), checks
+    assert all("no orders to judge — week before no orders to judge" in line
+               for line in checks)
+    assert "<tr class=unjudged>" in (tmp_path / "r.html").read_text()
+
+
 def test_the_weekly_robot_posts_on_schedule_once_per_week(chdb_dsn, tmp_path):
     from orderwatch.alerts.robot_config import load_robots
     from orderwatch.alerts.weekly_robot import WeeklyRobot, next_run
