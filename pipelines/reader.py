@@ -8,6 +8,7 @@ process's loopback `/query` endpoint, in JSON so numbers stay numbers.
 from __future__ import annotations
 
 import os
+import re
 
 import httpx
 import orjson
@@ -51,6 +52,7 @@ def read_only(target: Target) -> QueryRunner:
     client = connect_read_only(target) if target.embedded else connect(target)
 
     def query(sql: str) -> tuple[list[str], list[tuple]]:
+        sql = one_select(sql)
         try:
             with write_lock:  # one chDB engine per process, shared with this process's writer
                 result = client.query(sql)
@@ -59,6 +61,29 @@ def read_only(target: Target) -> QueryRunner:
         return list(result.column_names), result.result_rows
 
     return query
+
+
+# string literals, quoted names and comments, whose words and semicolons are not the query's
+_QUOTED_OR_COMMENT = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`(?:[^`\\]|\\.)*`"
+                                r"|--[^\n]*|#[^\n]*|/\*.*?\*/", re.S)
+
+
+def one_select(sql: str) -> str:
+    """The query, checked for what `readonly=1` does not stop: chDB runs every statement of
+    `a; b` (a ClickHouse server refuses them) and writes `INTO OUTFILE` files as the
+    client would. A trailing `;` is dropped; results come back tab-separated, so a FORMAT
+    clause of its own would clash with the one clickhouse-connect adds."""
+    text = sql.strip()
+    while text.endswith(";"):
+        text = text[:-1].rstrip()
+    code = _QUOTED_OR_COMMENT.sub(" ", text)
+    if ";" in code:
+        raise QueryFailed("one statement at a time, please")
+    if re.search(r"\bINTO\s+OUTFILE\b", code, re.I):
+        raise QueryFailed("INTO OUTFILE is not allowed: the results come back here")
+    if re.search(r"\bFORMAT\s+\w+\s*$", code, re.I):
+        raise QueryFailed("leave out the FORMAT clause: orderwatch picks the output format")
+    return text
 
 
 def _through_running_process(url: str) -> QueryRunner:

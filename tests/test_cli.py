@@ -161,6 +161,18 @@ def test_sql_cannot_change_the_embedded_data_with_or_without_a_run_holding_it(tm
     assert dropped.stderr.count("\n") == 1
     count = orderwatch("sql", "--clickhouse", dsn, "SELECT count() FROM orderwatch.events")
     assert count.returncode == 0 and int(count.stdout.split()[-1]) > 0, count.stderr
+    outfile = tmp_path / "written-by-query.bin"  # chDB wrote it despite readonly=1
+    for query, reason in ((f"SELECT 1 INTO OUTFILE '{outfile}'", "INTO OUTFILE is not"),
+                          (f"SELECT 1 INTO /* */ OUTFILE '{outfile}' TRUNCATE", "INTO OUTF"),
+                          ("SELECT count() FROM orderwatch.events; SELECT 1", "one statement"),
+                          ("SELECT 1 FORMAT JSON", "leave out the FORMAT clause")):
+        refused = orderwatch("sql", "--clickhouse", dsn, query)
+        assert refused.returncode == 2 and reason in refused.stderr, (query, refused.stderr)
+    assert not outfile.exists()
+    for query, answer in (("SELECT 1;", "1"), ("SELECT ';' AS x -- a; b", ";"),
+                          ("SELECT 'into outfile FORMAT JSON' AS x", "into outfile FORMAT JSON")):
+        allowed = orderwatch("sql", "--clickhouse", dsn, query)
+        assert allowed.returncode == 0 and allowed.stdout.splitlines()[-1] == answer, query
     empty = orderwatch("sql", "--clickhouse", dsn, " ")
     assert empty.returncode == 2 and empty.stderr == "orderwatch: the query is empty\n"
 

@@ -71,6 +71,11 @@ def test_run_streams_alerts_serves_metrics_and_stops_on_ctrl_c(tmp_path, promtoo
         # one line, as without a run holding the data (ClickHouse's own message has two)
         assert mistyped.returncode == 2 and "SYNTAX_ERROR" in mistyped.stderr
         assert mistyped.stderr.count("\n") == 1 and mistyped.stderr.count("query failed") == 1
+        outfile = tmp_path / "written-by-query.bin"  # chDB writes it despite readonly=1
+        written = orderwatch("sql", "--data", str(tmp_path / "data"),
+                             f"SELECT 1 INTO OUTFILE '{outfile}'", env=env)
+        assert written.returncode == 2 and "INTO OUTFILE" in written.stderr, written.stderr
+        assert not outfile.exists()
         time.sleep(max(0.0, started + 7 - time.monotonic()))  # the heartbeat is every 5 s
     finally:
         proc.send_signal(signal.SIGINT)
