@@ -233,6 +233,10 @@ def _execution(args: argparse.Namespace):
                          f"{len(addresses)} --addresses")
     if args.process_id is not None and not addresses:
         raise UsageError("--process-id needs --addresses (every process's host:port)")
+    for address in addresses:  # else Bytewax stops with "error building timely communication"
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"--addresses: {address!r} is not host:port (port 1-65535)")
     recovery = None
     if args.recovery_directory:
         recovery = Recovery(Path(args.recovery_directory), args.snapshot_interval)

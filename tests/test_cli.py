@@ -26,6 +26,9 @@ def test_usage_errors_exit_2_with_one_line():
 def test_configuration_errors_exit_2(tmp_path):
     events = tmp_path / "e.jsonl"
     events.write_text("")
+    for addresses in ("garbage", "127.0.0.1:2101;127.0.0.1:99999"):  # exit 1 inside Bytewax
+        cluster = orderwatch("replay", str(events), "-i", "0", "-a", addresses)
+        assert cluster.returncode == 2 and "is not host:port" in cluster.stderr, cluster.stderr
     missing = orderwatch("replay", str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 2 and "no such event file" in missing.stderr
     bad_dsn = orderwatch("replay", str(events), "--clickhouse", "mysql://db:3306/x")
