@@ -88,10 +88,19 @@ def _query(environ: dict, start_response: Callable, query: QueryRunner) -> Itera
 
 
 def tab_separated(columns: list[str], rows: Iterable[Sequence[Any]]) -> str:
-    """ClickHouse's TabSeparatedWithNames: a header line, then a line per row (NULL empty)."""
-    lines = ["\t".join(columns)]
-    lines += ["\t".join("" if v is None else str(v) for v in row) for row in rows]
+    """ClickHouse's TabSeparatedWithNames: a header line, then a line per row (NULL empty);
+    a backslash, tab or line feed inside a value is escaped as ClickHouse does, so a row
+    stays one line and its fields stay apart."""
+    lines = ["\t".join(map(_tsv_field, columns))]
+    lines += ["\t".join("" if v is None else _tsv_field(str(v)) for v in row) for row in rows]
     return "\n".join(lines) + "\n"
+
+
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n"})
+
+
+def _tsv_field(text: str) -> str:
+    return text.translate(_TSV_ESCAPES)
 
 
 def serve(exporter: Exporter, host: str, port: int, query: QueryRunner | None = None):

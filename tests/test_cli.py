@@ -173,7 +173,9 @@ def test_sql_cannot_change_the_embedded_data_with_or_without_a_run_holding_it(tm
         assert refused.returncode == 2 and reason in refused.stderr, (query, refused.stderr)
     assert not outfile.exists()
     for query, answer in (("SELECT 1;", "1"), ("SELECT ';' AS x -- a; b", ";"),
-                          ("SELECT 'into outfile FORMAT JSON' AS x", "into outfile FORMAT JSON")):
+                          ("SELECT 'into outfile FORMAT JSON' AS x", "into outfile FORMAT JSON"),
+                          # a tab or line feed in a value is escaped as ClickHouse's TSV does
+                          ("SELECT 'a\\tb' AS x, 'l1\\nl2\\\\' AS y", "a\\tb\tl1\\nl2\\\\")):
         allowed = orderwatch("sql", "--clickhouse", dsn, query)
         assert allowed.returncode == 0 and allowed.stdout.splitlines()[-1] == answer, query
     empty = orderwatch("sql", "--clickhouse", dsn, " ")
