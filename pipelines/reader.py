@@ -63,8 +63,10 @@ def read_only(target: Target) -> QueryRunner:
     return query
 
 
-# string literals, quoted names and comments, whose words and semicolons are not the query's
-_QUOTED_OR_COMMENT = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`(?:[^`\\]|\\.)*`"
+# string literals (heredocs $tag$…$tag$ too), quoted names and comments, whose words and
+# semicolons are not the query's
+_QUOTED_OR_COMMENT = re.compile(r"\$(\w*)\$.*?\$\1\$"
+                                r"|'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`(?:[^`\\]|\\.)*`"
                                 r"|--[^\n]*|#[^\n]*|/\*.*?\*/", re.S)
 
 

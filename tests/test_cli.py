@@ -167,6 +167,7 @@ def test_sql_cannot_change_the_embedded_data_with_or_without_a_run_holding_it(tm
     outfile = tmp_path / "written-by-query.bin"  # chDB wrote it despite readonly=1
     for query, reason in ((f"SELECT 1 INTO OUTFILE '{outfile}'", "INTO OUTFILE is not"),
                           (f"SELECT 1 INTO /* */ OUTFILE '{outfile}' TRUNCATE", "INTO OUTF"),
+                          (f"SELECT $$'$$ INTO OUTFILE '{outfile}' --'", "INTO OUTFILE"),
                           ("SELECT count() FROM orderwatch.events; SELECT 1", "one statement"),
                           ("SELECT 1 FORMAT JSON", "leave out the FORMAT clause")):
         refused = orderwatch("sql", "--clickhouse", dsn, query)
