@@ -52,40 +52,39 @@ def read_only(target: Target) -> QueryRunner:
     client = connect_read_only(target) if target.embedded else connect(target)
 
     def query(sql: str) -> tuple[list[str], list[tuple]]:
-        sql = one_select(sql)
         try:
             with write_lock:  # one chDB engine per process, shared with this process's writer
-                result = client.query(sql)
+                result = client.query(one_select(sql, client))
         except DatabaseError as exc:
-            raise QueryFailed(str(exc)) from None
+            raise QueryFailed(_FORMAT_QUERY_SCOPE.sub("", str(exc))) from None
         return list(result.column_names), result.result_rows
 
     return query
 
 
-# string literals (heredocs $tag$…$tag$ too), quoted names and comments, whose words and
-# semicolons are not the query's
-_QUOTED_OR_COMMENT = re.compile(r"\$(\w*)\$.*?\$\1\$"
-                                r"|'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`(?:[^`\\]|\\.)*`"
-                                r"|--[^\n]*|#[^\n]*|/\*.*?\*/", re.S)
+# ClickHouse's canonical text has plain 'strings' and `names` only (no heredocs, comments)
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|\"(?:[^\"\\]|\\.)*\"")
+# where a syntax error names our wrapper rather than the query the user typed
+_FORMAT_QUERY_SCOPE = re.compile(r"\s*:?\s*In scope SELECT formatQuerySingleLine\(.*\)\.", re.S)
 
 
-def one_select(sql: str) -> str:
-    """The query, checked for what `readonly=1` does not stop: chDB runs every statement of
-    `a; b` (a ClickHouse server refuses them) and writes `INTO OUTFILE` files as the
-    client would. A trailing `;` is dropped; results come back tab-separated, so a FORMAT
-    clause of its own would clash with the one clickhouse-connect adds."""
+def one_select(sql: str, client) -> str:
+    """The query as ClickHouse's own parser writes it, checked for what `readonly=1` does
+    not stop: chDB writes `INTO OUTFILE` files as a client would. The parser refuses
+    `a; b`, which chDB would otherwise run statement after statement (a server refuses
+    them too). Results come back in a format orderwatch picks (clickhouse-connect appends
+    its own FORMAT), so the query may not name one."""
     text = sql.strip()
     while text.endswith(";"):
         text = text[:-1].rstrip()
-    code = _QUOTED_OR_COMMENT.sub(" ", text)
-    if ";" in code:
-        raise QueryFailed("one statement at a time, please")
+    canonical = client.query("SELECT formatQuerySingleLine({q:String})",
+                             parameters={"q": text}).result_rows[0][0]
+    code = _QUOTED.sub(" ", canonical)
     if re.search(r"\bINTO\s+OUTFILE\b", code, re.I):
         raise QueryFailed("INTO OUTFILE is not allowed: the results come back here")
     if re.search(r"\bFORMAT\s+\w+\s*$", code, re.I):
         raise QueryFailed("leave out the FORMAT clause: orderwatch picks the output format")
-    return text
+    return canonical
 
 
 def _through_running_process(url: str) -> QueryRunner:

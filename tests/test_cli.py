@@ -168,11 +168,15 @@ def test_sql_cannot_change_the_embedded_data_with_or_without_a_run_holding_it(tm
     for query, reason in ((f"SELECT 1 INTO OUTFILE '{outfile}'", "INTO OUTFILE is not"),
                           (f"SELECT 1 INTO /* */ OUTFILE '{outfile}' TRUNCATE", "INTO OUTF"),
                           (f"SELECT $$'$$ INTO OUTFILE '{outfile}' --'", "INTO OUTFILE"),
-                          ("SELECT count() FROM orderwatch.events; SELECT 1", "one statement"),
+                          ("SELECT count() FROM orderwatch.events; SELECT 1", "Multi-statements are not"),
                           ("SELECT 1 FORMAT JSON", "leave out the FORMAT clause")):
         refused = orderwatch("sql", "--clickhouse", dsn, query)
         assert refused.returncode == 2 and reason in refused.stderr, (query, refused.stderr)
     assert not outfile.exists()
+    unfinished = orderwatch("sql", "--clickhouse", dsn, "SELECT 1 +")
+    assert unfinished.returncode == 2 and "SYNTAX_ERROR" in unfinished.stderr
+    assert "FORMAT Native" not in unfinished.stderr, "clickhouse-connect's, not the user's"
+    assert "formatQuerySingleLine" not in unfinished.stderr, "ours, not the user's"
     for query, answer in (("SELECT 1;", "1"), ("SELECT ';' AS x -- a; b", ";"),
                           ("SELECT 'into outfile FORMAT JSON' AS x", "into outfile FORMAT JSON"),
                           # a tab or line feed in a value is escaped as ClickHouse's TSV does
