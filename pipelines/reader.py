@@ -12,6 +12,7 @@ import re
 
 import httpx
 import orjson
+from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from orderwatch.config import ConfigError, Settings
@@ -54,7 +55,7 @@ def read_only(target: Target) -> QueryRunner:
     def query(sql: str) -> tuple[list[str], list[tuple]]:
         try:
             with write_lock:  # one chDB engine per process, shared with this process's writer
-                result = client.query(one_select(sql, client))
+                result = client.query(checked_query(sql, client))
         except DatabaseError as exc:
             raise QueryFailed(_FORMAT_QUERY_SCOPE.sub("", str(exc))) from None
         return list(result.column_names), result.result_rows
@@ -68,7 +69,7 @@ _QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|\"(?:[^\"\\]|\\.)*\""
 _FORMAT_QUERY_SCOPE = re.compile(r"\s*:?\s*In scope SELECT formatQuerySingleLine\(.*\)\.", re.S)
 
 
-def one_select(sql: str, client) -> str:
+def checked_query(sql: str, client: Client) -> str:
     """The query as ClickHouse's own parser writes it, checked for what `readonly=1` does
     not stop: chDB writes `INTO OUTFILE` files as a client would. The parser refuses
     `a; b`, which chDB would otherwise run statement after statement (a server refuses
