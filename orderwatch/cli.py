@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from orderwatch.config import LANGUAGES, ConfigError, Settings
+from orderwatch.config import LANGUAGES, ConfigError, Settings, path_problem
 
 
 class UsageError(Exception):
@@ -269,9 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.filename is None:
             return _failed(exc)
         # a path given on the command line or in settings: --out, --html, --labels…
-        # (FileExistsError: mkdir(exist_ok=True) met a file where a directory goes)
-        reason = "Not a directory" if isinstance(exc, FileExistsError) else exc.strerror
-        print(f"orderwatch: cannot use {exc.filename}: {reason}", file=sys.stderr)
+        print(f"orderwatch: cannot use {exc.filename}: {path_problem(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:
         return _failed(exc)

@@ -23,6 +23,12 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the CLI turns it into exit code 2."""
 
 
+def path_problem(exc: OSError) -> str:
+    """What is wrong with a path the user gave, in the system's words, except where they
+    mislead: mkdir(exist_ok=True) meeting a file where a directory goes says "File exists"."""
+    return "Not a directory" if isinstance(exc, FileExistsError) else str(exc.strerror)
+
+
 LANGUAGES = ("zh", "en")
 
 # What a number may be, beyond its type. Every number must be finite; then, by name:

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from orderwatch.config import ConfigError
+from orderwatch.config import ConfigError, path_problem
 
 _clients: dict[str, object] = {}
 _read_only_clients: dict[str, object] = {}
@@ -70,11 +70,9 @@ def connect(target: Target):
             if target.embedded:
                 try:
                     os.makedirs(target.path, exist_ok=True)
-                except OSError as exc:  # FileExistsError: a file where the directory goes
-                    reason = ("Not a directory" if isinstance(exc, FileExistsError)
-                              else exc.strerror)
+                except OSError as exc:
                     raise ConfigError(f"cannot use {target.path} for the embedded ClickHouse: "
-                                      f"{reason}") from None
+                                      f"{path_problem(exc)}") from None
                 client = clickhouse_connect.get_client(dsn=target.dsn)
             else:
                 parts = urlsplit(target.dsn)
