@@ -84,15 +84,16 @@ class Silences:
         if not comment.strip():
             raise ConfigError("a silence needs a comment saying why")
         now = self.clock()
+        ends_at = now + duration_s
         try:  # every command prints the end as a date; a date past 9999 has none
-            datetime.fromtimestamp(now + duration_s, UTC)
+            datetime.fromtimestamp(ends_at, UTC)
         except (OverflowError, ValueError, OSError):
             raise ConfigError(f"a silence of {duration_s:g} s is too long: it would end "
                               "after the year 9999") from None
         body = orjson.dumps([[m.name, m.op, m.value] for m in matchers])
         cursor = self.db.execute("INSERT INTO silences (matchers, starts_at, ends_at, comment) "
-                                 "VALUES (?, ?, ?, ?)", (body, now, now + duration_s, comment))
-        return Silence(cursor.lastrowid, tuple(matchers), now, now + duration_s, comment)
+                                 "VALUES (?, ?, ?, ?)", (body, now, ends_at, comment))
+        return Silence(cursor.lastrowid, tuple(matchers), now, ends_at, comment)
 
     def expire(self, silence_id: int) -> None:
         now = self.clock()
