@@ -33,6 +33,8 @@ class Chunk:
     ingested_at: float = field(default_factory=time.time)
     source: str = ""  # what dead letters name as their source; "" for the partition
     draining: int = 0  # ended: how many empty chunks still follow (watermark.DRAIN_STEPS)
+    # a blank line of a file carries no event; an empty Kafka message is a dead letter
+    skip_empty: bool = True
 
     @property
     def origin(self) -> str:
@@ -87,9 +89,11 @@ def decode_chunk(chunk: Chunk, max_event_bytes: int = 1 << 20) -> Decoded:
     positions = chunk.positions
     for k, record in enumerate(chunk.records):
         position = positions[k] if positions is not None else chunk.first_position + k
-        if not record:  # a blank line carries no event
+        if not record and chunk.skip_empty:
             continue
         try:
+            if not record:
+                raise InvalidEvent("empty message")
             if isinstance(record, dict):
                 event = validate(record)
             else:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from orderwatch.pipelines.decoding import Decoded
 from orderwatch.pipelines.kafka_source import list_partitions
 
 TOPIC_OF_STREAM = {"order": "orders", "callback": "callbacks", "logistics": "logistics"}
 DEAD_LETTER_TOPIC = "orderwatch.dead_letters"
+log = logging.getLogger(__name__)
 
 
 class EventPublisher:
@@ -50,27 +52,44 @@ class EventPublisher:
 
 
 class _DeadLetterPartition(StatelessSinkPartition[Decoded]):
+    """The copies are a convenience: every dead letter is kept in ClickHouse whatever
+    happens here, so a copy that cannot be delivered is logged, not retried forever."""
+
     def __init__(self, brokers: str, topic: str) -> None:
-        self.producer = Producer({"bootstrap.servers": brokers})
+        self.producer = Producer({"bootstrap.servers": brokers, "log_level": 0,
+                                  "message.timeout.ms": 30_000})
         self.topic = topic
 
     def write_batch(self, items: list[Decoded]) -> None:
         for decoded in items:
             for dead in decoded.dead:
                 self.producer.produce(
-                    self.topic, value=dead.payload,
+                    self.topic, value=dead.payload, on_delivery=self._delivered,
                     headers=[("reason", dead.reason.encode()),
                              ("source", f"{dead.source}@{dead.position}".encode())])
-        self.producer.flush(30)
+        self._flush()
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            log.warning("dead letter %s not copied to Kafka topic %r: %s (it is kept in "
+                        "ClickHouse)", dict(message.headers() or [])["source"].decode(), self.topic,
+                        error.str())
+
+    def _flush(self) -> None:
+        left = self.producer.flush(35)
+        if left:
+            log.warning("%d dead letters not copied to Kafka topic %r yet (they are kept "
+                        "in ClickHouse)", left, self.topic)
 
     def close(self) -> None:
-        self.producer.flush(30)
+        self._flush()
 
 
 class DeadLetterTopicSink(DynamicSink[Decoded]):
     """Copies every dead-lettered record to a Kafka topic, the reason in a header."""
 
     def __init__(self, brokers: str, topic: str = DEAD_LETTER_TOPIC) -> None:
+        list_partitions(brokers, (topic,))  # missing: said now, not once per dead letter
         self.brokers = brokers
         self.topic = topic
 

@@ -85,7 +85,7 @@ class _KafkaPartition(StatefulSourcePartition[Chunk, int]):
         self.idle_since = (self.idle_since or datetime.now(UTC)) if idle else None
         first = positions[0] if positions else (self.next_offset or 0)
         return [Chunk(self.part, first, records, ended, self.parts, positions, idle,
-                      draining=self.drain.draining(ended))]
+                      draining=self.drain.draining(ended), skip_empty=False)]
 
     def next_awake(self) -> datetime | None:
         # caught up: poll again shortly instead of spinning

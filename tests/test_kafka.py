@@ -51,9 +51,13 @@ MALFORMED = [b"not json", b'{"event_id": 1}', b"[]", b'{"stream": "order"}',
              b'"carrier":"SF","waybill_no":"W","event":"picked_up"}']
 
 
+MALFORMED_COUNT = 102  # published by the fixture below
+
+
 @pytest.fixture(scope="module")
 def published(broker, tmp_path_factory):
-    """3,000 simulated orders on the three topics, 100 malformed messages mixed in."""
+    """3,000 simulated orders on the three topics, 102 malformed messages mixed in: 100
+    of them, an empty one and one with no value at all (a tombstone)."""
     d = tmp_path_factory.mktemp("published")
     sim = orderwatch("simulate", "--out", str(d / "events.jsonl"), "--orders", "3000",
                      "--faults", "all", "--seed", "41", "--brokers", broker)
@@ -62,6 +66,8 @@ def published(broker, tmp_path_factory):
     for i in range(100):  # mixed into all three topics
         producer.produce(("orders", "callbacks", "logistics")[i % 3],
                          value=MALFORMED[i % len(MALFORMED)] + b" " * (i % 2))
+    producer.produce("orders", value=b"")
+    producer.produce("callbacks", value=None, key=b"O1")
     assert producer.flush(30) == 0
     return d
 
@@ -100,8 +106,8 @@ def test_consume_equals_replay_and_dead_letters_malformed_messages(broker, publi
     want = digests(replayed)
     assert {t: got[t] for t in TABLES if t != "dead_letters"} == \
         {t: want[t] for t in TABLES if t != "dead_letters"}
-    assert got["dead_letters"][0] == want["dead_letters"][0] + 100
-    # the per-minute series counts every dead letter read among events; the 100 malformed
+    assert got["dead_letters"][0] == want["dead_letters"][0] + MALFORMED_COUNT
+    # the per-minute series counts every dead letter read among events; the 102 malformed
     # messages trail the last event, and the minute they fall in never closes
     assert want["dead_letter_series"][0] == want["dead_letters"][0] > 0
     assert want["dead_letters"][0] <= got["dead_letter_series"][0] <= got["dead_letters"][0]
@@ -121,6 +127,7 @@ def test_consume_equals_replay_and_dead_letters_malformed_messages(broker, publi
     reader.close()
     assert len(copies) == got["dead_letters"][0]
     assert all(h["reason"] for h in copies)
+    assert sum(h["reason"] == b"empty message" for h in copies) == 2
 
 
 def test_two_processes_give_exactly_what_one_gives(broker, published, consumed_once):
@@ -197,3 +204,7 @@ def test_kafka_that_is_not_there_is_said_in_one_line_before_any_work(broker, tmp
     missing = orderwatch("consume", "--brokers", broker, "--topics", "nope,callbacks,logistics",
                          "--until-end", "--clickhouse", dsn)
     assert missing.returncode == 2 and "Kafka topic 'nope' does not exist" in missing.stderr
+    # before, dead letters were sent to a missing topic in silence (kept in ClickHouse)
+    no_dead = orderwatch("consume", "--brokers", broker, "--dead-letter-topic", "nope",
+                         "--until-end", "--clickhouse", dsn)
+    assert no_dead.returncode == 2 and "Kafka topic 'nope' does not exist" in no_dead.stderr
