@@ -28,7 +28,14 @@ from orderwatch.alerts.outbox import Outbox, OutboxWorker
 from orderwatch.alerts.robot_config import load_robots
 from orderwatch.alerts.robots import Robot
 from orderwatch.config import ConfigError
-from orderwatch.pipelines.http_endpoint import is_loopback, serve_wsgi
+from orderwatch.pipelines.http_endpoint import (
+    BadRequest,
+    answer_text,
+    is_loopback,
+    request_body,
+    request_path,
+    serve_wsgi,
+)
 
 log = logging.getLogger(__name__)
 MAX_BODY = 4 * 1024 * 1024
@@ -87,14 +94,10 @@ class Relay:
         return 200, f"{len(notices)} alert(s) accepted for {len(robots)} robot(s)"
 
     def app(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
+        path, method = request_path(environ), environ.get("REQUEST_METHOD", "GET")
 
         def answer(status: int, text: str) -> list[bytes]:
-            reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-                      405: "Method Not Allowed", 413: "Payload Too Large",
-                      500: "Internal Server Error", 503: "Service Unavailable"}[status]
-            start_response(f"{status} {reason}", [("Content-Type", "text/plain; charset=utf-8")])
-            return [(text + "\n").encode()]
+            return answer_text(start_response, status, text)
 
         if path == "/-/healthy":
             return answer(200, "OK")
@@ -113,11 +116,10 @@ class Relay:
             return answer(200, "reloaded")
         if not path.startswith("/alertmanager/"):
             return answer(404, "not found: POST /alertmanager/<route>")
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        if length > MAX_BODY:
-            return answer(413, "payload too large")
         try:
-            payload = orjson.loads(environ["wsgi.input"].read(length))
+            payload = orjson.loads(request_body(environ, MAX_BODY))
+        except BadRequest as exc:
+            return answer(exc.status, exc.text)
         except orjson.JSONDecodeError as exc:
             return answer(400, f"not JSON: {exc}")
         if not isinstance(payload, dict):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -23,6 +24,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from orderwatch.config import ConfigError
 from orderwatch.pipelines.prometheus_export import Exporter, make_registry
 
+MAX_QUERY_BYTES = 1 << 20
 QueryRunner = Callable[[str], tuple[list[str], list[tuple]]]  # raises QueryFailed
 
 
@@ -35,7 +37,37 @@ class QueryFailed(ConfigError):
         super().__init__(f"query failed: {self.reason}")
 
 
+class BadRequest(Exception):
+    """A request that cannot be read, answered with `status` and this text."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+def request_path(environ: dict) -> str:
+    """The path as the client sent it: WSGI hands it over decoded as Latin-1 (PEP 3333),
+    so a route named in Chinese would never match without this."""
+    return environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
+
+
+def request_body(environ: dict, limit: int) -> bytes:
+    raw = environ.get("CONTENT_LENGTH") or "0"
+    try:
+        length = int(raw)
+    except ValueError:
+        raise BadRequest(400, f"bad Content-Length {raw!r}") from None
+    if length < 0:
+        raise BadRequest(400, f"bad Content-Length {raw!r}")
+    if length > limit:
+        raise BadRequest(413, f"payload too large: {length} bytes, at most {limit}")
+    return environ["wsgi.input"].read(length)
+
+
 class _Quiet(WSGIRequestHandler):
+    timeout = 60  # a client that sends fewer bytes than it announced frees its thread
+
     def log_message(self, format: str, *args: Any) -> None:
         """No access log on the console: it is for alerts."""
 
@@ -51,7 +83,7 @@ def make_app(exporter: Exporter, query: QueryRunner | None):
     metrics = make_wsgi_app(make_registry(exporter))
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
+        path = request_path(environ)
         if path == "/metrics":
             return metrics(environ, start_response)
         if path == "/-/healthy":
@@ -69,22 +101,31 @@ def _query(environ: dict, start_response: Callable, query: QueryRunner) -> Itera
     params = parse_qs(environ.get("QUERY_STRING", ""))
     sql = params.get("query", [""])[0]
     if environ.get("REQUEST_METHOD") == "POST":
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        sql = (environ["wsgi.input"].read(length).decode() if length else "") or sql
+        try:
+            sql = request_body(environ, MAX_QUERY_BYTES).decode() or sql
+        except UnicodeDecodeError:
+            return answer_text(start_response, 400, "the query is not UTF-8")
+        except BadRequest as exc:
+            return answer_text(start_response, exc.status, exc.text)
     if not sql.strip():
-        start_response("400 Bad Request", [("Content-Type", "text/plain")])
-        return [b"missing query: /query?query=SELECT 1\n"]
+        return answer_text(start_response, 400, "missing query: /query?query=SELECT 1")
     try:
         columns, rows = query(sql)
     except Exception as exc:
         failed = exc if isinstance(exc, QueryFailed) else QueryFailed(str(exc))
-        start_response("400 Bad Request", [("Content-Type", "text/plain; charset=utf-8")])
-        return [f"{failed.reason}\n".encode()]
+        return answer_text(start_response, 400, failed.reason)
     if params.get("format") == ["json"]:
         start_response("200 OK", [("Content-Type", "application/json")])
         return [orjson.dumps({"columns": columns, "rows": rows}, default=str)]
     start_response("200 OK", [("Content-Type", "text/tab-separated-values; charset=utf-8")])
     return [tab_separated(columns, rows).encode()]
+
+
+def answer_text(start_response: Callable, status: int, text: str) -> list[bytes]:
+    """A plain-text answer: one line, UTF-8."""
+    start_response(f"{status} {HTTPStatus(status).phrase}",
+                   [("Content-Type", "text/plain; charset=utf-8")])
+    return [f"{text}\n".encode()]
 
 
 def tab_separated(columns: list[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import os
 import subprocess
@@ -90,6 +91,21 @@ def events_counted(port: int) -> float:
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     return free_ports(1)[0]
+
+
+def raw_post(port: int, path: str, headers: dict[str, str], body: bytes = b""
+             ) -> tuple[int, str]:
+    """A POST with exactly these headers (httpx would correct a bad Content-Length)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.putrequest("POST", path, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        answer = conn.getresponse()
+        return answer.status, answer.read().decode()
+    finally:
+        conn.close()
 
 
 def orderwatch(*args: str, cwd: Path | None = None, timeout: float = 600,

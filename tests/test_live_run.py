@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.exposition import metric_sum
 
-from conftest import free_port, orderwatch, orderwatch_exe
+from conftest import free_port, orderwatch, orderwatch_exe, raw_post
 
 
 @pytest.fixture
@@ -76,6 +76,11 @@ def test_run_streams_alerts_serves_metrics_and_stops_on_ctrl_c(tmp_path, promtoo
                              f"SELECT 1 INTO OUTFILE '{outfile}'", env=env)
         assert written.returncode == 2 and "INTO OUTFILE" in written.stderr, written.stderr
         assert not outfile.exists()
+        # a bad Content-Length or a body that is not UTF-8 answered 500, with a traceback
+        assert raw_post(port, "/query", {"Content-Length": "x"}) == \
+            (400, "bad Content-Length 'x'\n")
+        assert raw_post(port, "/query", {"Content-Length": "2"}, b"\xff\xfe") == \
+            (400, "the query is not UTF-8\n")
         time.sleep(max(0.0, started + 7 - time.monotonic()))  # the heartbeat is every 5 s
     finally:
         proc.send_signal(signal.SIGINT)

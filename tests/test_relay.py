@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fake_robot import FakeRobots
 
-from conftest import free_ports, orderwatch_exe
+from conftest import free_ports, orderwatch_exe, raw_post
 
 TOKEN = "relay-test-token"
 
@@ -28,7 +28,8 @@ def robots(tmp_path):
         "  pay: {kind: dingtalk, url_env: PAY_URL, secret_env: PAY_SECRET, keyword: OrderWatch}\n"
         "routes:\n"
         "  - {name: critical, match: {severity: critical}, robots: [ops, pay]}\n"
-        "  - {name: default, robots: [ops]}\n")
+        "  - {name: default, robots: [ops]}\n"
+        "  - {name: 支付, match: {severity: none}, robots: [pay]}\n")
     env = {"OPS_URL": f"{base}/cgi-bin/webhook/send?key=wk",
            "PAY_URL": f"{base}/robot/send?access_token=dt", "PAY_SECRET": "SECrelay",
            "ORDERWATCH_RELAY_TOKEN": TOKEN}
@@ -93,6 +94,23 @@ def test_relay_checks_the_token_routes_and_answers_503_while_a_robot_is_down(rel
                             headers=auth)
     assert not_a_list.status_code == 400 and "alerts must be a list" in not_a_list.text
     assert httpx.get(f"{url}/-/ready").status_code == 200
+    # these used to answer 500 with a traceback on the relay's stderr
+    port = int(url.rsplit(":", 1)[1])
+    for length in ("abc", "-5"):
+        status, text = raw_post(port, "/alertmanager/critical",
+                                {**auth, "Content-Length": length})
+        assert (status, text) == (400, f"bad Content-Length '{length}'\n")
+    status, text = raw_post(port, "/alertmanager/critical",
+                            {**auth, "Content-Length": str(64 << 20)})
+    assert status == 413 and "payload too large" in text
+
+    # a route named in Chinese: WSGI hands the path over as Latin-1, and it never matched
+    payload = am_payload()
+    payload["alerts"][0]["fingerprint"] = "pay1"  # not the one the steps below send
+    chinese = httpx.post(f"{url}/alertmanager/支付", json=payload, headers=auth)
+    assert chinese.status_code == 200, chinese.text
+    wait_for(lambda: [r for r in fake.received if r.kind == "dingtalk"], what="the pay robot")
+    fake.received.clear()
 
     fake.fail_until = time.time() + 3600
     down = httpx.post(f"{url}/alertmanager/critical", json=am_payload(), headers=auth)
