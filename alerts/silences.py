@@ -88,8 +88,8 @@ class Silences:
         try:  # every command prints the end as a date; a date past 9999 has none
             datetime.fromtimestamp(ends_at, UTC)
         except (OverflowError, ValueError, OSError):
-            raise ConfigError(f"a silence of {duration_s:g} s is too long: it would end "
-                              "after the year 9999") from None
+            raise ConfigError(f"a silence of {duration_s / 86400:,.0f} days is too long: it "
+                              "would end after the year 9999") from None
         body = orjson.dumps([[m.name, m.op, m.value] for m in matchers])
         cursor = self.db.execute("INSERT INTO silences (matchers, starts_at, ends_at, comment) "
                                  "VALUES (?, ?, ?, ?)", (body, now, ends_at, comment))
