@@ -166,13 +166,18 @@ def finish(procs: list[subprocess.Popen], timeout_s: float) -> None:
             p.wait()
 
 
+@pytest.mark.parametrize("resumed_by", [1, 2], ids=["same-process-count", "two-processes"])
 def test_a_consumer_killed_mid_stream_resumes_to_exactly_the_same_results(
-        broker, published, consumed_once):
+        broker, published, consumed_once, resumed_by):
+    """Killed with one process and resumed with the same, or scaled out to two: the
+    recovery directory is Bytewax's, and Kafka offsets are the source's state."""
     total = consumed_once[0]["events"][0]
-    recovery = ["-r", str(published / "recovery"), "-s", "0.2", "--dead-letter-topic", ""]
+    name = f"killed-{resumed_by}"
+    recovery = ["-r", str(published / f"recovery-{resumed_by}"), "-s", "0.2",
+                "--dead-letter-topic", ""]
     port = free_port()
     slow = {"ORDERWATCH_METRICS_PORT": str(port), "ORDERWATCH_PIPELINE_SOURCE_BATCH_SIZE": "50"}
-    first = consume(broker, published, "killed", *recovery, env=slow,
+    first = consume(broker, published, name, *recovery, env=slow,
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while events_counted(port) < total * 0.4:
@@ -182,12 +187,25 @@ def test_a_consumer_killed_mid_stream_resumes_to_exactly_the_same_results(
     first.send_signal(signal.SIGKILL)
     first.wait(30)
 
-    second = consume(broker, published, "killed", *recovery)
-    resumed = int(re.search(r"events processed +([\d,]+)", second.stdout)[1].replace(",", ""))
+    if resumed_by == 1:
+        outputs = [consume(broker, published, name, *recovery).stdout]
+    else:
+        ports = free_ports(3)
+        cluster = ["-a", f"127.0.0.1:{ports[0]};127.0.0.1:{ports[1]}"]
+        logs = [(published / f"{name}-{i}.out", published / f"{name}-{i}.err") for i in (0, 1)]
+        procs = [consume(broker, published, name, *recovery, *cluster, "-i", str(i),
+                         env={"ORDERWATCH_METRICS_PORT": str(ports[2])},
+                         stdout=out.open("w"), stderr=err.open("w"))
+                 for i, (out, err) in enumerate(logs)]
+        finish(procs, timeout_s=300)
+        assert [p.returncode for p in procs] == [0, 0], [e.read_text() for _, e in logs]
+        outputs = [out.read_text() for out, _ in logs]
+    resumed = sum(int(re.search(r"events processed +([\d,]+)", out)[1].replace(",", ""))
+                  for out in outputs)
     assert 0 < resumed < total  # it went on from a snapshot, not from the beginning
     want, alerts = consumed_once
-    assert digests(f"chdb://{published / 'killed'}") == want
-    assert sorted_alerts(published / "killed.jsonl") == alerts
+    assert digests(f"chdb://{published / name}") == want
+    assert sorted_alerts(published / f"{name}.jsonl") == alerts
 
 
 def test_kafka_that_is_not_there_is_said_in_one_line_before_any_work(broker, tmp_path):
