@@ -1,7 +1,8 @@
 """The weekly health-check robot: build the report, write its HTML, post it, on a schedule.
 
-Posting: the markdown to every chosen robot, and the trend chart as a WeCom image (DingTalk
-robots cannot take an uploaded image; their message points at the HTML report). Throttled
+Posting: the markdown to every chosen robot, and the trend chart as a WeCom image. DingTalk
+robots cannot take an uploaded image, so their markdown carries the days as text bars
+(`weekly_text.trend_lines`) and points at the HTML report for the chart. Throttled
 or failing robots are retried with backoff for a few minutes. A ledger in the state
 directory records which robots got which week, so a restart on Monday does not post twice.
 """
@@ -66,10 +67,12 @@ def post(built: BuiltReport, robots: list[Robot], client: httpx.Client | None = 
     client = client or httpx.Client(timeout=10.0)
     results: dict[str, Outcome] = {}
     for robot in robots:
-        robot_lines = markdown_lines(built.report, robot.config.language, robot.tz)
+        can_take_image = robot.config.kind == "wecom"
+        robot_lines = markdown_lines(built.report, robot.config.language, robot.tz,
+                                     inline_trend=not can_take_image)
         payloads = [robot.report_payload(title(built.report, robot.config.language),
                                          robot_lines)]
-        if robot.config.kind == "wecom":
+        if can_take_image:
             payloads.append(robot.image_payload(built.png))
         for payload in payloads:
             outcome = _post_with_retries(client, robot, payload, sleep)

@@ -24,6 +24,7 @@ LABELS = {
         "risky": "风险最高的未完结订单", "none": "无", "risk": "风险 {r:.0f}",
         "most": "最多 {m:.0f} 次,{c} 单 ≥ 2 次", "chart": "趋势图见附图 / HTML 报告",
         "ok": "✅", "bad": "❌", "unjudged": "⚪", "no_orders": "无可判定的订单",
+        "trend": "逐日趋势(上周 | 本周)", "chart_inline": "逐日趋势见上,图表见 HTML 报告",
     },
     "en": {
         "title": "OrderWatch weekly health check {week} ({first} to {last})",
@@ -42,6 +43,8 @@ LABELS = {
         "most": "at most {m:.0f}, {c} orders with ≥ 2", "chart": "trend chart: see the image "
         "/ HTML report", "ok": "OK", "bad": "OFF", "unjudged": "N/A",
         "no_orders": "no orders to judge",
+        "trend": "Day by day (week before | this week)",
+        "chart_inline": "day by day above; chart in the HTML report",
     },
 }
 
@@ -77,18 +80,48 @@ def check_lines(report: WeeklyReport, language: str) -> list[str]:
             f"{w['line']} {w['healthy_line'][c.name]}" for c in report.checks]
 
 
-def markdown_lines(report: WeeklyReport, language: str, tz: str, risky: int = 5) -> list[str]:
-    """The robot message, after its headline: checks, worst dimensions, riskiest orders."""
+def markdown_lines(report: WeeklyReport, language: str, tz: str, risky: int = 5,
+                   inline_trend: bool = False) -> list[str]:
+    """The robot message, after its headline: checks, worst dimensions, riskiest orders.
+    `inline_trend`: for a robot that cannot take the chart as an image (DingTalk), the
+    checks' days as text."""
     w = LABELS[language]
     lines = check_lines(report, language)
+    if inline_trend:
+        lines += trend_lines(report, language)
     for dim, rows in report.worst.items():
         shown = "; ".join(_worst_text(r, language) for r in rows) or w["none"]
         lines.append(f"**{w['worst'][dim]}**: {shown}")
     orders = "; ".join(f"{o.order_no} {w['risk'].format(r=o.risk)} ({o.status}): "
                        f"{', '.join(o.reasons[:2])}" for o in report.riskiest[:risky])
     lines.append(f"**{w['risky']}**: {orders or w['none']}")
-    lines.append(w["as_of"].format(t=to_rfc3339(report.as_of, tz)) + " · " + w["chart"])
+    lines.append(w["as_of"].format(t=to_rfc3339(report.as_of, tz)) + " · "
+                 + w["chart_inline" if inline_trend else "chart"])
     return lines
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def trend_lines(report: WeeklyReport, language: str) -> list[str]:
+    """A line per check: its value each day of the two weeks, as bars from 0 to the
+    fortnight's highest (all lowest when every day is 0)."""
+    w = LABELS[language]
+    this_week = set(report.week.days())
+    lines = [f"**{w['trend']}**"]
+    for c in report.checks:
+        days = [(d.day in this_week, d.values[c.name]) for d in report.daily]
+        top = max((v for _, v in days), default=0.0)
+        bars = {week: "".join(sparkline_bar(v, top) for current, v in days if current == week)
+                for week in (False, True)}
+        lines.append(f"{w[c.name]}: `{bars[False]} | {bars[True]}`")
+    return lines
+
+
+def sparkline_bar(value: float, top: float) -> str:
+    if top <= 0 or value <= 0:
+        return SPARKS[0]
+    return SPARKS[min(len(SPARKS) - 1, max(1, round(value / top * (len(SPARKS) - 1))))]
 
 
 def _worst_text(row, language: str) -> str:

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import io
 import os
+import re
 import time
 from collections import defaultdict
 from datetime import datetime
@@ -209,6 +210,17 @@ def test_the_weekly_report_shows_the_four_checks_with_the_right_figures(fortnigh
     assert ding.payload["msgtype"] == "markdown" and "OrderWatch" in ding.payload[
         "markdown"]["title"] and "健康自检" in ding.text
     assert set(fake.answers) == {0}  # signatures, keyword and sizes all accepted
+    # DingTalk takes no image: its message carries each check's 14 days as text bars
+    assert "逐日趋势" in ding.text and "逐日趋势" not in md.text
+    for name, label in (("no_tracking_after_24h", "发货后 24 小时无物流轨迹"),
+                        ("ship_requests_per_order", "同一订单发货请求次数")):
+        days = [d["values"][name] for d in report["daily"]]
+        assert len(days) == 14 and max(days) > 0
+        bars = re.search(rf"{label}: `(\S{{7}}) \| (\S{{7}})`", ding.text)
+        assert bars, ding.text
+        drawn = bars[1] + bars[2]
+        assert [d == max(days) for d in days] == [b == "█" for b in drawn]
+        assert [d == 0 for d in days] == [b == "▁" for b in drawn]
     sent = orjson.loads((tmp_path / "state" / "weekly-sent.json").read_bytes())
     assert sorted(sent["2026-W08"]) == ["ops", "pay"]
 
