@@ -16,6 +16,8 @@ Each route may set Alertmanager's `group_by`, `group_wait` (30s), `group_interva
 and `repeat_interval` (4h, 0 for none); see `grouping.py`.
 
 A robot whose URL variable is unset or empty is switched off (and said so at start).
+As Alertmanager does with its own file, a key the file does not know is refused: a typo
+(`mach:`) or a feature it lacks (`match_re:`) would otherwise route every alert.
 """
 
 from __future__ import annotations
@@ -116,6 +118,33 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
+TOP_KEYS = ("robots", "routes", "weekly")
+ROBOT_KEYS = ("kind", "url_env", "secret_env", "keyword", "mention_mobiles", "message",
+              "language", "dashboard_url")
+ROUTE_KEYS = ("name", "match", "robots", "continue", "group_by", "group_wait",
+              "group_interval", "repeat_interval")
+WEEKLY_KEYS = ("at", "robots")
+
+
+def _mapping(value: object, where: str, known: tuple[str, ...], example: str) -> dict:
+    """`value` as a mapping with no key outside `known`."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: must be a mapping such as {example}")
+    unknown = [str(k) for k in value if k not in known]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(unknown)} (known: {', '.join(known)})")
+    return value
+
+
+def _names(value: object, where: str, what: str) -> tuple[str, ...]:
+    """A YAML list of names or numbers, e.g. robots: [ops, pay] or mobiles."""
+    if not isinstance(value, list) or not all(
+            isinstance(v, str | int) and not isinstance(v, bool) for v in value):
+        raise ConfigError(f"{where}: {what} must be a list such as [a, b], got {value!r}")
+    return tuple(str(v) for v in value)
+
+
 def load_robots(path: str | Path, env: Mapping[str, str] | None = None) -> RobotsConfig:
     env = os.environ if env is None else env
     try:
@@ -128,6 +157,7 @@ def load_robots(path: str | Path, env: Mapping[str, str] | None = None) -> Robot
         raise ConfigError(f"robots file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("robots"), dict):
         raise ConfigError(f"{path}: needs a `robots:` mapping")
+    _mapping(doc, str(path), TOP_KEYS, "{robots: …, routes: […]}")
     robots, disabled = {}, {}
     for name, spec in doc["robots"].items():
         robot = _robot(str(name), spec or {}, env, path)
@@ -135,8 +165,15 @@ def load_robots(path: str | Path, env: Mapping[str, str] | None = None) -> Robot
             disabled[str(name)] = spec["url_env"]
         else:
             robots[robot.name] = robot
-    routes = tuple(_route(i, spec, doc["robots"], path)
-                   for i, spec in enumerate(doc.get("routes") or [{"robots": list(robots)}]))
+    specs = doc.get("routes") or [{"robots": list(robots)}]
+    if not isinstance(specs, list):
+        raise ConfigError(f"{path}: routes must be a list of routes such as "
+                          "- {name: default, robots: [ops]}")
+    routes = tuple(_route(i, spec, doc["robots"], path) for i, spec in enumerate(specs))
+    named = [r.name for r in routes]
+    twice = sorted({n for n in named if named.count(n) > 1})
+    if twice:  # the relay posts to a route by name: the second would be unreachable
+        raise ConfigError(f"{path}: route names must be unique: {', '.join(twice)}")
     weekly = _weekly(doc.get("weekly") or {}, doc["robots"], path)
     return RobotsConfig(robots, routes, disabled, weekly)
 
@@ -144,11 +181,10 @@ def load_robots(path: str | Path, env: Mapping[str, str] | None = None) -> Robot
 def _weekly(spec: dict, robots: dict, path) -> WeeklySchedule:
     """`weekly: {at: "MON 10:00", robots: [ops]}`; `at: off` switches it off."""
     where = f"{path}: weekly"
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: must be a mapping such as {{at: MON 10:00}}")
+    _mapping(spec, where, WEEKLY_KEYS, "{at: MON 10:00}")
     names = spec.get("robots")
     if names is not None:
-        names = tuple(str(n) for n in names)
+        names = _names(names, where, "robots")
         unknown = [n for n in names if n not in robots]
         if unknown:
             raise ConfigError(f"{where}: names unknown robots {unknown}")
@@ -165,12 +201,13 @@ def _weekly(spec: dict, robots: dict, path) -> WeeklySchedule:
 
 def _robot(name: str, spec: dict, env: Mapping[str, str], path) -> RobotConfig | None:
     where = f"{path}: robot {name!r}"
+    if isinstance(spec, dict) and ("url" in spec or "secret" in spec):
+        raise ConfigError(f"{where}: put the URL and secret in environment variables "
+                          "(url_env, secret_env), not in the file")
+    _mapping(spec, where, ROBOT_KEYS, "{kind: wecom, url_env: ORDERWATCH_WECOM_OPS_URL}")
     kind = spec.get("kind")
     if kind not in KINDS:
         raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}")
-    if "url" in spec or "secret" in spec:
-        raise ConfigError(f"{where}: put the URL and secret in environment variables "
-                          "(url_env, secret_env), not in the file")
     url_env = spec.get("url_env")
     if not url_env:
         raise ConfigError(f"{where}: url_env (the variable holding the webhook URL) is missing")
@@ -188,21 +225,29 @@ def _robot(name: str, spec: dict, env: Mapping[str, str], path) -> RobotConfig |
     language = spec.get("language", "zh")
     if language not in LANGUAGES:
         raise ConfigError(f"{where}: language must be zh or en")
-    mobiles = tuple(str(m) for m in spec.get("mention_mobiles") or ())
+    mobiles = _names(spec.get("mention_mobiles") or [], where, "mention_mobiles")
     return RobotConfig(name, kind, url, secret, spec.get("keyword"), mobiles, message,
                        language, spec.get("dashboard_url"))
 
 
-def _route(index: int, spec: dict, robots: dict, path) -> Route:
+def _route(index: int, spec: object, robots: dict, path) -> Route:
+    spec = _mapping(spec, f"{path}: route {index + 1}", ROUTE_KEYS,
+                    "{name: default, robots: [ops]}")
     name = str(spec.get("name") or f"route{index}")
-    names = tuple(str(r) for r in spec.get("robots") or ())
+    where = f"{path}: route {name!r}"
+    names = _names(spec.get("robots") or [], where, "robots")
     unknown = [r for r in names if r not in robots]
     if unknown:
-        raise ConfigError(f"{path}: route {name!r} names unknown robots {unknown}")
-    match = {str(k): tuple(map(str, v)) if isinstance(v, list) else (str(v),)
-             for k, v in (spec.get("match") or {}).items()}
-    return Route(name, names, match, bool(spec.get("continue", False)),
-                 _grouping(spec, f"{path}: route {name!r}"))
+        raise ConfigError(f"{where} names unknown robots {unknown}")
+    match = spec.get("match") or {}
+    if not isinstance(match, dict):
+        raise ConfigError(f"{where}: match must be a mapping such as {{severity: critical}}")
+    go_on = spec.get("continue", False)
+    if not isinstance(go_on, bool):
+        raise ConfigError(f"{where}: continue must be true or false, got {go_on!r}")
+    return Route(name, names, {str(k): _names(v, where, f"match {k}") if isinstance(v, list)
+                               else (str(v),) for k, v in match.items()}, go_on,
+                 _grouping(spec, where))
 
 
 def _grouping(spec: dict, where: str) -> Grouping:

@@ -209,6 +209,47 @@ def test_a_broken_robots_file_is_refused_in_one_line_saying_where(tmp_path):
         load_robots(path, {})
 
 
+@pytest.mark.parametrize(("body", "said"), [
+    # each of these used to be accepted as if it were not there, or to fail with a bare
+    # Python error ('int' object has no attribute 'get')
+    ("  - {name: a, match_re: {alert: callback_.*}, robots: [ops]}",  # every alert to a
+     "route 1: unknown key match_re"),
+    ("  - {name: a, mach: {severity: critical}, robots: [ops]}", "unknown key mach"),
+    ("  - {name: a, robots: ops}", "route 'a': robots must be a list"),  # was o, p, s
+    ("  - {name: a, match: [severity], robots: [ops]}", "match must be a mapping"),
+    ("  - {name: a, robots: [ops], continue: 'no'}", "continue must be true or false"),
+    ("  - {name: a, robots: [ops]}\n  - {name: a, robots: [ops]}",
+     "route names must be unique: a"),
+    ("  - 5", "route 1: must be a mapping"),
+])
+def test_a_routes_mistake_is_refused_not_read_as_match_everything(tmp_path, body, said):
+    path = tmp_path / "robots.yml"
+    path.write_text(f"robots:\n  ops: {{kind: wecom, url_env: U}}\nroutes:\n{body}\n")
+    with pytest.raises(ConfigError, match=said) as refused:
+        load_robots(path, {"U": "https://example.test/hook"})
+    assert str(refused.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("robots:\n  ops: 5\n", "robot 'ops': must be a mapping"),
+    ("robots:\n  ops: {kind: wecom, url_env: U, mobiles: [1]}\n", "unknown key mobiles"),
+    ("robots:\n  ops: {kind: wecom, url_env: U, mention_mobiles: 138}\n",
+     "mention_mobiles must be a list"),
+    ("robots:\n  ops: {kind: wecom, url_env: U}\nroutes: 5\n", "routes must be a list"),
+    ("robots:\n  ops: {kind: wecom, url_env: U}\nroute: []\n", "unknown key route"),
+    ("robots:\n  ops: {kind: wecom, url_env: U}\nweekly: {day: FRI}\n",
+     "weekly: unknown key day"),
+    ("robots:\n  ops: {kind: wecom, url_env: U}\nweekly: {robots: ops}\n",
+     "weekly: robots must be a list"),
+])
+def test_a_robots_or_weekly_mistake_is_refused_in_one_line(tmp_path, text, said):
+    path = tmp_path / "robots.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=said) as refused:
+        load_robots(path, {"U": "https://example.test/hook"})
+    assert "\n" not in str(refused.value)
+
+
 def _dispatcher(fake, clock, tmp_path):
     from orderwatch.alerts.dispatch import Dispatcher
     from orderwatch.alerts.robot_config import RobotsConfig, Route
