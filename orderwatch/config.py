@@ -7,6 +7,7 @@ the console). Every detection threshold of the catalogue lives in `Thresholds`; 
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from dataclasses import dataclass, field, fields, replace
@@ -218,11 +219,17 @@ class Settings:
 
 
 def _section_from_env(section, env: dict[str, str], prefix: str):
-    changes = {}
-    for f in fields(section):
-        key = prefix + f.name.upper()
-        if key in env:
-            changes[f.name] = _coerce(env[key], f.type, key)
+    """The section with the prefix's variables applied. Under these prefixes a name that
+    is no setting is a typo, and the default it leaves would pass unnoticed."""
+    known = {prefix + f.name.upper(): f for f in fields(section)}
+    for key in sorted(k for k in env if k.startswith(prefix) and k not in known):
+        # compared without the prefix, which every candidate shares
+        close = difflib.get_close_matches(key.removeprefix(prefix),
+                                          [k.removeprefix(prefix) for k in known], n=1)
+        raise ConfigError(f"{key} is not a setting" + (
+            f"; did you mean {prefix}{close[0]}?" if close else
+            f" (the names are {type(section).__name__}'s fields in orderwatch/config.py)"))
+    changes = {f.name: _coerce(env[key], f.type, key) for key, f in known.items() if key in env}
     return replace(section, **changes) if changes else section
 
 

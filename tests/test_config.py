@@ -22,6 +22,11 @@ REFUSED = [
     ({"ORDERWATCH_METRICS_PORT": "70000"}, "ORDERWATCH_METRICS_PORT"),
     ({"ORDERWATCH_LANGUAGE": "fr"}, "ORDERWATCH_LANGUAGE"),
     ({"ORDERWATCH_DISPLAY_TIMEZONE": "Mars/Base"}, "ORDERWATCH_DISPLAY_TIMEZONE"),
+    # a misspelt name used to leave the default in place without a word
+    ({"ORDERWATCH_THRESHOLD_CALLBACK_LOST_AFTR_S": "300"},
+     "ORDERWATCH_THRESHOLD_CALLBACK_LOST_AFTR_S is not a setting; did you mean "
+     "ORDERWATCH_THRESHOLD_CALLBACK_LOST_AFTER_S"),
+    ({"ORDERWATCH_PIPELINE_LATENESS": "60"}, "ORDERWATCH_PIPELINE_LATENESS is not a setting"),
 ]
 
 
@@ -44,6 +49,8 @@ def test_the_edges_of_each_range_are_accepted():
     for name in ("utc", "Z"):  # as the times shown take them (timestamps.zone)
         assert Settings.from_env({"ORDERWATCH_DISPLAY_TIMEZONE": name}).display_timezone == name
     assert settings.thresholds.risk_review == settings.thresholds.risk_high == 60
+    # only the two sections' prefixes are closed: robot URL variables share ORDERWATCH_
+    assert Settings.from_env({"ORDERWATCH_WECOM_OPS_URL": "https://x.test/h"}) == Settings()
 
 
 def test_settings_built_in_code_are_checked_too():
