@@ -52,22 +52,50 @@ def _non_negative(kind):
     return _at_least(kind, 0, strict=False)
 
 
-def _at_least(kind, low: float, strict: bool):
+def _at_least(kind, low: float, strict: bool, high: float = math.inf):
     def parse(text: str):
         value = kind(text)
         if not math.isfinite(value) or value < low or (strict and value == low):
             raise argparse.ArgumentTypeError(
                 f"must be a finite number {'>' if strict else '>='} {low}, got {text}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,g}, got {text}")
         return value
     return parse
 
 
+# The engine's bounds. A shop of 100,000 new orders a minute is 25 promotion nights of the
+# seeds; past it, an endless run's event time crawls while the engine's orders pile up
+# (10⁹ a minute ran out of memory). Orders live at most about 10 days, so a longer warm
+# start adds nothing but time (and 10⁶ days fell before the year 1).
+MAX_ORDERS_PER_MINUTE = 100_000
+MAX_WARM_START_DAYS = 30
+MAX_WARM_UP_ORDERS = 20_000_000  # 20 to 50 minutes of warm-up, and tens of GB held
+
+
 def _add_warm_start(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--warm-start", type=_non_negative(float), default=0.0, metavar="DAYS",
+        "--warm-start", type=_at_least(float, 0, False, MAX_WARM_START_DAYS), default=0.0,
+        metavar="DAYS",
         help="start with DAYS of orders already in flight, as in a shop that was trading "
         "before OrderWatch was switched on (default 0: an empty shop; 10 covers the longest "
-        "order life). Costs 1 to 2.5 min per million orders before the first event")
+        "order life; at most 30). Costs 1 to 2.5 min per million orders before the first "
+        "event")
+
+
+def _orders_per_minute(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument(
+        "--orders-per-minute", type=_at_least(float, 0, True, MAX_ORDERS_PER_MINUTE),
+        default=60.0, metavar="R", help=help)
+
+
+def _check_warm_up(args: argparse.Namespace) -> None:
+    orders = args.orders_per_minute * 1440 * args.warm_start
+    if orders > MAX_WARM_UP_ORDERS:
+        raise UsageError(f"--warm-start {args.warm_start:g} at --orders-per-minute "
+                         f"{args.orders_per_minute:g} is {orders:,.0f} orders to simulate "
+                         f"before the first event; at most {MAX_WARM_UP_ORDERS:,}: lower "
+                         "either")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="embedded ClickHouse directory (default $ORDERWATCH_CLICKHOUSE_DSN "
                           "or ./data/orderwatch.chdb, where every command reads and writes)")
     run.add_argument("--seed", type=int, default=None, help="simulation seed (default: random)")
-    run.add_argument("--orders-per-minute", type=_positive(float), default=60.0, metavar="R",
-                     help="new orders per minute of event time (default 60): the shop's size")
+    _orders_per_minute(run, "new orders per minute of event time (default 60; at most "
+                       "100,000): the shop's size")
     run.add_argument("--faults-after", type=_positive(float), default=10.0, metavar="MIN",
                      help="event-time minutes of clean traffic before the first fault window "
                      "(default 10)")
@@ -104,9 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--orders", type=_positive(int), default=1000, metavar="N",
                      help="orders created from the start on (default 1000; with "
                      "--warm-start, those already in flight come on top)")
-    sim.add_argument("--orders-per-minute", type=_positive(float), default=60.0, metavar="R",
-                     help="mean arrival rate of new orders in event time (default 60; "
-                     "e.g. 1 spreads 20,000 orders over two weeks)")
+    _orders_per_minute(sim, "mean arrival rate of new orders in event time (default 60; "
+                       "e.g. 1 spreads 20,000 orders over two weeks; at most 100,000)")
     sim.add_argument("--faults", type=_faults, default=frozenset(), metavar="LIST",
                      help="fault scenarios: all, none, or a comma list (default none)")
     sim.add_argument("--seed", type=int, default=7)
@@ -297,6 +324,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 0
     if not args.out and not args.brokers:
         raise UsageError("simulate needs --out EVENTS.jsonl and/or --brokers HOST:PORT")
+    _check_warm_up(args)
     if args.rate is not None:
         return _simulate_live(args)
     config = SimConfig(seed=args.seed, orders=args.orders, faults=args.faults,
@@ -538,6 +566,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.pipelines.runner import execute
     from orderwatch.pipelines.sources import EngineSource
 
+    _check_warm_up(args)
     settings = _with_dsn(settings, None, args.data)
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
     config = SimConfig(seed=seed, orders=None, orders_per_minute=args.orders_per_minute,

@@ -292,3 +292,20 @@ def test_a_port_that_cannot_be_listened_on_is_one_line_exit_2(tmp_path):
     assert relay.stderr.count("\n") == 1, relay.stderr
     huge = orderwatch("relay", "--robots", str(robots), "--port", "99999", timeout=60)
     assert huge.returncode == 2 and "cannot listen on 127.0.0.1:99999" in huge.stderr
+
+
+def test_the_engine_refuses_a_shop_it_cannot_simulate(tmp_path):
+    """--warm-start 1e6 failed in the engine ('year -712 is out of range', and a Rust
+    panic under run); --orders-per-minute 1e9 ran out of memory in an endless run."""
+    out = str(tmp_path / "e.jsonl")
+    for args, said in (
+            (("simulate", "--out", out, "--warm-start", "1e6"), "--warm-start: must be at most 30"),
+            (("run", "--warm-start", "31"), "--warm-start: must be at most 30"),
+            (("run", "--orders-per-minute", "1e9"), "--orders-per-minute: must be at most 100,000"),
+            (("simulate", "--out", out, "--orders-per-minute", "2000", "--warm-start", "10"),
+             "28,800,000 orders to simulate before the first event; at most 20,000,000"),
+            (("run", "--orders-per-minute", "100000", "--warm-start", "1"), "at most 20,000,000")):
+        result = orderwatch(*args, "--data", str(tmp_path / "ch")) if args[0] == "run" \
+            else orderwatch(*args)
+        assert result.returncode == 2 and said in result.stderr, (args, result.stderr[-500:])
+    assert not (tmp_path / "ch").exists()  # refused before any work
