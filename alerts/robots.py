@@ -153,9 +153,14 @@ class Robot:
             return {"msgtype": "actionCard", "actionCard": card, "at": at}
         return {"msgtype": "markdown", "markdown": {"title": title, "text": content}, "at": at}
 
+    @property
+    def takes_images(self) -> bool:
+        """Can it be sent a picture? WeCom robots can; DingTalk robots take no upload."""
+        return self.config.kind == "wecom"
+
     def image_payload(self, png: bytes) -> dict[str, Any]:
         """WeCom only: a picture (the weekly trend chart)."""
-        if self.config.kind != "wecom":
+        if not self.takes_images:
             raise ValueError("image messages are a WeCom robot feature")
         if len(png) > WECOM_IMAGE_BYTES:
             raise ValueError(f"image is {len(png):,} bytes; WeCom takes at most 2 MB")

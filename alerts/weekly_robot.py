@@ -67,12 +67,11 @@ def post(built: BuiltReport, robots: list[Robot], client: httpx.Client | None = 
     client = client or httpx.Client(timeout=10.0)
     results: dict[str, Outcome] = {}
     for robot in robots:
-        can_take_image = robot.config.kind == "wecom"
         robot_lines = markdown_lines(built.report, robot.config.language, robot.tz,
-                                     inline_trend=not can_take_image)
+                                     inline_trend=not robot.takes_images)
         payloads = [robot.report_payload(title(built.report, robot.config.language),
                                          robot_lines)]
-        if can_take_image:
+        if robot.takes_images:
             payloads.append(robot.image_payload(built.png))
         for payload in payloads:
             outcome = _post_with_retries(client, robot, payload, sleep)
