@@ -110,12 +110,15 @@ def trend_lines(report: WeeklyReport, language: str) -> list[str]:
     this_week = set(report.week.days())
     lines = [f"**{w['trend']}**"]
     for c in report.checks:
-        days = [(d.day in this_week, d.values[c.name]) for d in report.daily]
-        top = max((v for _, v in days), default=0.0)
-        bars = {week: "".join(sparkline_bar(v, top) for current, v in days if current == week)
-                for week in (False, True)}
-        lines.append(f"{w[c.name]}: `{bars[False]} | {bars[True]}`")
+        before = [d.values[c.name] for d in report.daily if d.day not in this_week]
+        current = [d.values[c.name] for d in report.daily if d.day in this_week]
+        top = max(before + current, default=0.0)
+        lines.append(f"{w[c.name]}: `{_bars(before, top)} | {_bars(current, top)}`")
     return lines
+
+
+def _bars(values: list[float], top: float) -> str:
+    return "".join(sparkline_bar(v, top) for v in values)
 
 
 def sparkline_bar(value: float, top: float) -> str:
