@@ -663,7 +663,7 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.pipelines.http_endpoint import tab_separated
     from orderwatch.pipelines.reader import reader
 
-    if not args.query.strip():  # ClickHouse would complain about a FORMAT clause it added
+    if not args.query.strip():  # in words, not the parser's "Empty query (SYNTAX_ERROR)"
         raise UsageError("the query is empty")
     settings = _reading(settings, args)
     columns, rows = reader(settings)(args.query)
