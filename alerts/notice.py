@@ -25,7 +25,9 @@ class Notice:
 
     @property
     def route_labels(self) -> dict[str, str]:
-        return {**self.labels, "alert": self.alert, "severity": self.severity}
+        # `alertname` too: Alertmanager's users write it in silences, routes and group_by
+        return {**self.labels, "alert": self.alert, "alertname": self.alert,
+                "severity": self.severity}
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "alert": self.alert, "status": self.status,

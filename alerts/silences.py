@@ -1,8 +1,9 @@
 """Silences: label matchers with an expiry, as in Alertmanager (`orderwatch silence …`).
 
 A matcher is `name=value`, `name!=value`, `name=~regex` or `name!~regex`; the alert name
-is the label `alert`. A silence matches a notice when every matcher does. Silences live
-in SQLite under the state directory, so `orderwatch run` and the CLI share them.
+is the label `alert` (or `alertname`). A silence matches a notice when every matcher
+does. Silences live in SQLite under the state directory, so `orderwatch run` and the CLI
+share them.
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ class Silences:
     def add(self, matchers: list[Matcher], duration_s: float, comment: str) -> Silence:
         if not matchers:
             raise ConfigError("a silence needs at least one matcher")
+        if all(m.matches({}) for m in matchers):  # Alertmanager refuses these too
+            raise ConfigError("at least one matcher must not match the empty string: as "
+                              "given, the silence would mute every alert without those labels "
+                              "(to mute all, say alert=~.+)")
         if not duration_s > 0:  # it would end as it starts, muting nothing
             raise ConfigError(f"a silence needs a duration above 0, got {duration_s:g} s")
         if not comment.strip():

@@ -282,6 +282,34 @@ def test_silences_mute_matching_notices_until_they_expire(fake, clock, tmp_path)
     assert set(notices_in(fake)) == {"T0900", "T0002"}
 
 
+@pytest.mark.parametrize("matchers", [["alert=~.*"], ["alert="], ["gateway!=alipay"],
+                                      ["alert!~callback_.*"], ["gateway=", "alert=~.*"]])
+def test_a_silence_that_would_mute_every_alert_is_refused(clock, tmp_path, matchers):
+    from orderwatch.alerts.silences import Silences, parse_matcher
+
+    silences = Silences(tmp_path / "s.db", clock=clock)
+    with pytest.raises(ConfigError, match="must not match the empty string"):
+        silences.add([parse_matcher(m) for m in matchers], 3600, "maintenance")
+    assert silences.active() == []
+    # one matcher an alert must carry is enough, as in Alertmanager
+    silences.add([parse_matcher(m) for m in matchers] + [parse_matcher("alert=~.+")],
+                 3600, "maintenance")
+
+
+def test_alertmanager_users_alertname_silences_and_routes_like_alert(fake, clock, tmp_path):
+    from orderwatch.alerts.silences import parse_matcher
+
+    dispatcher, _, silences = _dispatcher(fake, clock, tmp_path)
+    silences.add([parse_matcher("alertname=callback_lost")], 3600, "alipay maintenance")
+    assert dispatcher.offer(notice(1)) == "silenced"  # was "queued": no label alertname
+    path = tmp_path / "robots.yml"
+    path.write_text("robots:\n  ops: {kind: wecom, url_env: U}\nroutes:\n"
+                    "  - {match: {alertname: callback_lost}, robots: [ops], group_by: [alertname]}\n")
+    config = load_robots(path, {"U": "https://example.test/hook"})
+    ((robot, grouping),) = config.deliveries(notice(2).route_labels)
+    assert robot.name == "ops" and grouping.key(notice(2)) == "alertname=callback_lost"
+
+
 def test_a_failing_gateway_groups_its_lost_callbacks_into_one_line(fake, clock, tmp_path):
     dispatcher, outbox, _ = _dispatcher(fake, clock, tmp_path)
     rate = Notice("r1", "callback_failure_rate", "firing", "critical", {"gateway": "alipay"},
