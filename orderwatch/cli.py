@@ -26,6 +26,21 @@ class UsageError(Exception):
     """Bad command-line usage: exit code 2."""
 
 
+def _versions() -> str:
+    """What a bug report needs: ours, and the engines the same code runs differently on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    engines = ("bytewax", "clickhouse-connect", "chdb", "confluent-kafka")
+    return "\n".join([f"orderwatch {of('orderwatch')}", *(f"  {n} {of(n)}" for n in engines),
+                      f"  python {sys.version.split()[0]}"])
+
+
 def _faults(text: str):
     from orderwatch.engine.faults import parse_fault_list
 
@@ -101,8 +116,11 @@ def _check_warm_up(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orderwatch", description="Streaming monitoring and anomaly alerting for "
-        "e-commerce order systems.")
+        "e-commerce order systems.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)  # --version's lines as written
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--version", action="version", version=_versions(),
+                        help="show the versions of OrderWatch and the engines it runs on")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="live simulated traffic through the whole pipeline "

@@ -23,6 +23,17 @@ def test_usage_errors_exit_2_with_one_line():
         assert result.stderr.strip(), args
 
 
+def test_version_names_orderwatch_and_the_engines_under_it():
+    from importlib.metadata import version
+
+    result = orderwatch("--version", env={"COLUMNS": "30"})  # one per line however narrow
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"orderwatch {version('orderwatch')}"
+    assert f"  bytewax {version('bytewax')}" in lines and f"  chdb {version('chdb')}" in lines
+    assert f"  python {sys.version.split()[0]}" in lines
+
+
 def test_configuration_errors_exit_2(tmp_path):
     events = tmp_path / "e.jsonl"
     events.write_text("")
