@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 
 from orderwatch.config import LANGUAGES, ConfigError, Settings, path_problem
+from orderwatch.redaction import RedactingFormatter, redact
 
 
 class UsageError(Exception):
@@ -118,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="orderwatch", description="Streaming monitoring and anomaly alerting for "
         "e-commerce order systems.",
         formatter_class=argparse.RawDescriptionHelpFormatter)  # --version's lines as written
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log OrderWatch's debug details")
     parser.add_argument("--version", action="version", version=_versions(),
                         help="show the versions of OrderWatch and the engines it runs on")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -291,18 +293,14 @@ def _execution(args: argparse.Namespace):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # on the handler: clickhouse_connect resets urllib3's level
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_quiet_http_libraries)
+    _configure_logging(args.verbose)
     try:
         settings = Settings.from_env()
         if args.command == "simulate":
             return cmd_simulate(args)
         return COMMANDS[args.command](args, settings)
     except (ConfigError, UsageError) as exc:
-        print(f"orderwatch: {exc}", file=sys.stderr)
+        print(f"orderwatch: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("orderwatch: interrupted", file=sys.stderr)
@@ -320,6 +318,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _failed(exc)
 
 
+def _configure_logging(verbose: bool) -> None:
+    """-v: our debug lines and the libraries' info (httpx's requests; not matplotlib's
+    hundreds of font scores). Every line is redacted: httpx logs robot URLs whole."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if not verbose:  # on the handler: clickhouse_connect resets urllib3's level
+        handler.addFilter(_quiet_http_libraries)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+    if verbose:
+        logging.getLogger("orderwatch").setLevel(logging.DEBUG)
+
+
 def _quiet_http_libraries(record: logging.LogRecord) -> bool:
     """Their retries and failures reach us as exceptions, which we word in one line."""
     return record.levelno >= logging.ERROR or not record.name.startswith(
@@ -328,7 +338,7 @@ def _quiet_http_libraries(record: logging.LogRecord) -> bool:
 
 def _failed(exc: Exception) -> int:
     logging.getLogger("orderwatch").debug("failed", exc_info=True)
-    print(f"orderwatch: error: {exc}", file=sys.stderr)
+    print(f"orderwatch: error: {redact(str(exc))}", file=sys.stderr)
     return 1
 
 

@@ -18,6 +18,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from orderwatch.config import ConfigError, path_problem
+from orderwatch.redaction import redact
 
 _clients: dict[str, object] = {}
 _read_only_clients: dict[str, object] = {}
@@ -37,10 +38,7 @@ class Target:
         return self.dsn[len("chdb://"):]
 
     def redacted(self) -> str:
-        parts = urlsplit(self.dsn)
-        if parts.password:
-            return self.dsn.replace(f":{parts.password}@", ":***@")
-        return self.dsn
+        return redact(self.dsn)
 
 
 def parse_dsn(dsn: str, default_database: str = "orderwatch") -> Target:

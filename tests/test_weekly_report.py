@@ -135,13 +135,16 @@ def test_the_weekly_report_shows_the_four_checks_with_the_right_figures(fortnigh
            "T_DING": f"{base}/robot/send?access_token={ding_token}", "T_SECRET": secret,
            "ORDERWATCH_STATE_DIR": str(tmp_path / "state")}
     try:
-        result = orderwatch("report", "weekly", "--week", "2026-W08", "--clickhouse", dsn,
-                            "--html", str(tmp_path / "r.html"), "--png", str(tmp_path / "c.png"),
+        result = orderwatch("-v", "report", "weekly", "--week", "2026-W08", "--clickhouse",
+                            dsn, "--html", str(tmp_path / "r.html"), "--png", str(tmp_path / "c.png"),
                             "--json", str(tmp_path / "r.json"), "--send", "--robots",
                             str(robots), env=env)
     finally:
         fake.stop()
     assert result.returncode == 0, result.stderr
+    # -v logs each request (httpx), with the robots' keys and signatures starred
+    assert "send?key=*** " in result.stderr and "access_token=***&" in result.stderr
+    assert wecom_key not in result.stderr and ding_token not in result.stderr
     report = orjson.loads((tmp_path / "r.json").read_bytes())
 
     as_of = max(from_rfc3339(e["occurred_at"]) for e in events)
