@@ -35,11 +35,7 @@ def reader(settings: Settings) -> QueryRunner:
     if held_by_another_process(target):
         return _through_running_process(f"http://{settings.metrics_host}:"
                                         f"{settings.metrics_port}/query?format=json")
-    query = read_only(target)
-    _, databases = query("SELECT name FROM system.databases")
-    if (target.database,) not in databases:  # rather than "Database … does not exist"
-        raise _no_data_yet(target)
-    return query
+    return read_only(target)
 
 
 def _no_data_yet(target: Target) -> ConfigError:
@@ -51,6 +47,8 @@ def read_only(target: Target) -> QueryRunner:
     """Queries that cannot change the data: embedded, through a session with readonly=1,
     as a running process answers them; on a server, with the rights of the DSN's user."""
     client = connect_read_only(target) if target.embedded else connect(target)
+    with write_lock:
+        _use_orderwatch_database(client, target)
 
     def query(sql: str) -> tuple[list[str], list[tuple]]:
         try:
@@ -61,6 +59,18 @@ def read_only(target: Target) -> QueryRunner:
         return list(result.column_names), result.result_rows
 
     return query
+
+
+def _use_orderwatch_database(client: Client, target: Target) -> None:
+    """Unqualified names are OrderWatch's tables (`FROM events`), as in ClickHouse's own
+    client given a database. Not before the database exists: every query would fail."""
+    if client.database == target.database:
+        return
+    found = client.query("SELECT count() FROM system.databases WHERE name = {d:String}",
+                         parameters={"d": target.database}).result_rows[0][0]
+    if not found:  # rather than "Database … does not exist"
+        raise _no_data_yet(target)
+    client.database = target.database
 
 
 # ClickHouse's canonical text has plain 'strings' and `names` only (no heredocs, comments)

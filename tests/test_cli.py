@@ -175,6 +175,9 @@ def test_sql_cannot_change_the_embedded_data_with_or_without_a_run_holding_it(tm
     assert dropped.stderr.count("\n") == 1
     count = orderwatch("sql", "--clickhouse", dsn, "SELECT count() FROM orderwatch.events")
     assert count.returncode == 0 and int(count.stdout.split()[-1]) > 0, count.stderr
+    # the database is OrderWatch's: `FROM events` was "Unknown table … orderwatch.events?"
+    bare = orderwatch("sql", "--clickhouse", dsn, "SELECT count() FROM events")
+    assert bare.returncode == 0 and bare.stdout == count.stdout, bare.stderr
     outfile = tmp_path / "written-by-query.bin"  # chDB wrote it despite readonly=1
     for query, reason in ((f"SELECT 1 INTO OUTFILE '{outfile}'", "INTO OUTFILE is not"),
                           (f"SELECT 1 INTO /* */ OUTFILE '{outfile}' TRUNCATE", "INTO OUTF"),

@@ -64,6 +64,9 @@ def test_run_streams_alerts_serves_metrics_and_stops_on_ctrl_c(tmp_path, promtoo
                 break
             time.sleep(1)
         assert "callback_lost" in query.stdout, "the README query answers during the run"
+        bare = orderwatch("sql", "--data", str(tmp_path / "data"),  # OrderWatch's database
+                          "SELECT count() > 0 FROM alerts WHERE alert = 'callback_lost'", env=env)
+        assert bare.returncode == 0 and bare.stdout.splitlines()[-1] == "1", bare.stderr
         refused = orderwatch("sql", "--data", str(tmp_path / "data"),
                              "DROP TABLE orderwatch.alerts", env=env)
         assert refused.returncode == 2 and "readonly" in refused.stderr
