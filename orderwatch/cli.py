@@ -170,9 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("replay", help="feed recorded events through the dataflow")
     rep.add_argument("files", nargs="+", metavar="EVENTS.jsonl")
-    rep.add_argument("--clickhouse", metavar="DSN",
-                     help="chdb:///path (embedded) or http://host:8123/db "
-                     "(default $ORDERWATCH_CLICKHOUSE_DSN or chdb://./data/orderwatch.chdb)")
+    _add_clickhouse(rep)
     rep.add_argument("--alerts-out", metavar="ALERTS.jsonl",
                      help="write every alert notification here (default: the console)")
     rep.add_argument("--metrics", action="store_true", help="serve /metrics while replaying")
@@ -181,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument("--brokers", required=True, metavar="HOST:PORT")
     con.add_argument("--topics", default="orders,callbacks,logistics", metavar="LIST",
                      help="the three streams' topics (default orders,callbacks,logistics)")
-    con.add_argument("--clickhouse", metavar="DSN", help="as for replay")
+    _add_clickhouse(con)
     con.add_argument("--alerts-out", metavar="ALERTS.jsonl",
                      help="write every alert notification here (default: the console)")
     con.add_argument("--dead-letter-topic", default="orderwatch.dead_letters", metavar="TOPIC",
@@ -210,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = verbs.add_parser("add", help="add a silence: orderwatch silence add "
                            "alert=callback_lost gateway=alipay --duration 2h --comment …")
     add.add_argument("matchers", nargs="+", metavar="MATCHER",
-                     help="name=value, name!=value, name=~regex (the alert name is `alert`)")
+                     help="name=value, name!=value, name=~regex (the alert name is `alert` "
+                     "or `alertname`)")
     add.add_argument("--duration", default="2h", help="how long (default 2h; s, m, h, d)")
     add.add_argument("--comment", required=True, help="why, and who")
     verbs.add_parser("list", help="active silences")
@@ -233,13 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     weekly.add_argument("--language", choices=LANGUAGES, help="default $ORDERWATCH_LANGUAGE "
                         "or zh")
     weekly.add_argument("--robots", metavar="FILE", help="robots file (for --send)")
-    weekly.add_argument("--clickhouse", metavar="DSN", help="as for replay")
-    weekly.add_argument("--data", metavar="DIR", help="embedded ClickHouse directory")
+    _add_clickhouse(weekly)
 
     sql = sub.add_parser("sql", help="run a query on the embedded (or any) ClickHouse")
     sql.add_argument("query")
-    sql.add_argument("--clickhouse", metavar="DSN", help="as for replay")
-    sql.add_argument("--data", metavar="DIR", help="embedded ClickHouse directory")
+    _add_clickhouse(sql)
     return parser
 
 
@@ -422,7 +419,7 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.pipelines.kafka_source import KafkaSource
     from orderwatch.pipelines.runner import execute
 
-    settings = _with_dsn(settings, args.clickhouse, None)
+    settings = _clickhouse_of(settings, args)
     topics = tuple(t.strip() for t in args.topics.split(",") if t.strip())
     if len(topics) != 3:
         raise UsageError("--topics takes three topics: orders,callbacks,logistics")
@@ -440,6 +437,15 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _add_clickhouse(verb: argparse.ArgumentParser) -> None:
+    where = verb.add_mutually_exclusive_group()
+    where.add_argument("--clickhouse", metavar="DSN",
+                       help="chdb:///path (embedded) or http://host:8123/db "
+                       "(default $ORDERWATCH_CLICKHOUSE_DSN or chdb://./data/orderwatch.chdb)")
+    where.add_argument("--data", metavar="DIR",
+                       help="embedded ClickHouse directory (--clickhouse chdb://DIR)")
+
+
 def _with_dsn(settings: Settings, dsn: str | None, data_dir: str | None) -> Settings:
     if dsn:
         return replace(settings, clickhouse_dsn=dsn)
@@ -448,9 +454,9 @@ def _with_dsn(settings: Settings, dsn: str | None, data_dir: str | None) -> Sett
     return settings
 
 
-def _reading(settings: Settings, args: argparse.Namespace) -> Settings:
-    """Where `sql` and `report` read: --clickhouse, else --data, else where every command
-    writes by default ($ORDERWATCH_CLICKHOUSE_DSN, else chdb://./data/orderwatch.chdb)."""
+def _clickhouse_of(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Where a command reads or writes: --clickhouse, else --data, else where every command
+    does by default ($ORDERWATCH_CLICKHOUSE_DSN, else chdb://./data/orderwatch.chdb)."""
     return _with_dsn(settings, args.clickhouse, args.data)
 
 
@@ -572,7 +578,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         if compressed:  # each line would be dead-lettered as not JSON
             raise UsageError(f"{path} is {compressed}-compressed; replay reads plain JSON "
                              "Lines: decompress it to a file first")
-    settings = _with_dsn(settings, args.clickhouse, None)
+    settings = _clickhouse_of(settings, args)
     cluster, recovery = _execution(args)
     tz = settings.display_timezone
     notifiers = _notifiers(settings, args.alerts_out, cluster, recovery)
@@ -635,7 +641,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.alerts.weekly_robot import Ledger, build, send
     from orderwatch.pipelines.reader import reader
 
-    settings = _reading(settings, args)
+    settings = _clickhouse_of(settings, args)
     try:
         week = Week.parse(args.week, settings.display_timezone) if args.week else None
     except ValueError as exc:
@@ -693,7 +699,7 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
 
     if not args.query.strip():  # in words, not the parser's "Empty query (SYNTAX_ERROR)"
         raise UsageError("the query is empty")
-    settings = _reading(settings, args)
+    settings = _clickhouse_of(settings, args)
     columns, rows = reader(settings)(args.query)
     sys.stdout.write(tab_separated(columns, rows))
     return 0

@@ -245,6 +245,24 @@ def test_every_command_defaults_to_the_same_embedded_data(tmp_path):
     assert weekly.returncode == 0, weekly.stderr
 
 
+def test_every_command_that_reads_or_writes_clickhouse_takes_data_or_clickhouse(tmp_path):
+    """`replay e.jsonl --data DIR` was 'unrecognized arguments' while `run`, `sql` and
+    `report` took it; and `sql --clickhouse A --data B` read A without a word."""
+    assert orderwatch("simulate", "--out", "e.jsonl", "--orders", "5", "--seed", "3",
+                      cwd=tmp_path).returncode == 0
+    replayed = orderwatch("replay", "e.jsonl", "--data", "ch", "--alerts-out", "a.jsonl",
+                          cwd=tmp_path)
+    assert replayed.returncode == 0, replayed.stderr
+    count = orderwatch("sql", "--data", "ch", "SELECT count() FROM events", cwd=tmp_path)
+    assert count.returncode == 0 and int(count.stdout.split()[-1]) > 0, count.stderr
+    for verb in (["sql", "SELECT 1"], ["replay", "e.jsonl"], ["report", "weekly"],
+                 ["consume", "--brokers", "127.0.0.1:9"]):
+        both = orderwatch(*verb, "--data", "ch", "--clickhouse", "chdb://elsewhere",
+                          cwd=tmp_path)
+        assert both.returncode == 2, (verb, both.stderr)
+        assert "not allowed with argument --data" in both.stderr, (verb, both.stderr)
+
+
 def test_a_directory_without_orderwatch_data_says_so(tmp_path):
     (tmp_path / "state").mkdir()  # ./data as the robots' state leaves it
     for command in (("sql", "SELECT 1"), ("report", "weekly", "--html", "w.html")):
