@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -350,6 +351,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not args.out and not args.brokers:
         raise UsageError("simulate needs --out EVENTS.jsonl and/or --brokers HOST:PORT")
     _check_warm_up(args)
+    _files_apart([], [("--out", args.out), ("--labels", args.labels)])
     if args.rate is not None:
         return _simulate_live(args)
     config = SimConfig(seed=args.seed, orders=args.orders, faults=args.faults,
@@ -556,6 +558,30 @@ _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
           b"\x28\xb5\x2f\xfd": "zstd"}
 
 
+def _files_apart(reads: list[tuple[str, str | None]],
+                 writes: list[tuple[str, str | None]]) -> None:
+    """Refuse an output that is one of the inputs, or two outputs on one file: opening it
+    for writing would empty it first (`replay e.jsonl --alerts-out e.jsonl` lost every
+    event). Devices such as /dev/null may be shared."""
+    seen: dict[object, str] = {}
+    outputs = {role for role, _ in writes}
+    for role, path in [*reads, *writes]:
+        if not path:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:  # not there yet: its absolute, symlink-free name is its identity
+            identity: object = os.path.realpath(path)
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            identity = (st.st_dev, st.st_ino)  # hard links and ./ spellings alike
+        if identity in seen and role in outputs:
+            raise UsageError(f"{role} {path} is also {seen[identity]}: writing it would "
+                             "overwrite that; give each output a file of its own")
+        seen.setdefault(identity, f"{role} {path}")
+
+
 def _compression(path: str) -> str | None:
     with open(path, "rb") as f:
         head = f.read(6)
@@ -578,6 +604,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         if compressed:  # each line would be dead-lettered as not JSON
             raise UsageError(f"{path} is {compressed}-compressed; replay reads plain JSON "
                              "Lines: decompress it to a file first")
+    _files_apart([("the event file", path) for path in args.files],
+                 [("--alerts-out", args.alerts_out)])
     settings = _clickhouse_of(settings, args)
     cluster, recovery = _execution(args)
     tz = settings.display_timezone
@@ -655,6 +683,8 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         if not robots.weekly_robots():
             raise UsageError("no robot to send to: " + (
                 robots.switched_off() or "`weekly: robots` names none of the file's robots"))
+    _files_apart([("--robots", robots and (args.robots or settings.robots_file))],
+                 [("--html", args.html), ("--png", args.png), ("--json", args.json)])
     built = build(reader(settings), settings, week, args.language)
     week = built.report.week
     html_path = args.html or f"orderwatch-weekly-{week}.html"

@@ -263,6 +263,29 @@ def test_every_command_that_reads_or_writes_clickhouse_takes_data_or_clickhouse(
         assert "not allowed with argument --data" in both.stderr, (verb, both.stderr)
 
 
+def test_an_output_on_an_input_or_on_another_output_is_refused_before_any_work(tmp_path):
+    """`replay e.jsonl --alerts-out e.jsonl` emptied the event file, replayed nothing
+    and exited 0."""
+    assert orderwatch("simulate", "--out", "e.jsonl", "--orders", "5", "--seed", "3",
+                      cwd=tmp_path).returncode == 0
+    events = (tmp_path / "e.jsonl").read_bytes()
+    (tmp_path / "link.jsonl").hardlink_to(tmp_path / "e.jsonl")
+    for command, said in (
+            (["replay", "e.jsonl", "--alerts-out", "e.jsonl"], "the event file e.jsonl"),
+            (["replay", "e.jsonl", "--alerts-out", "./sub/../link.jsonl"], "the event file"),
+            (["simulate", "--out", "s.jsonl", "--labels", "./s.jsonl"], "--out s.jsonl"),
+            (["report", "weekly", "--html", "w.html", "--json", "w.html"], "--html w.html")):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        refused = orderwatch(*command, cwd=tmp_path)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert f"is also {said}" in refused.stderr, refused.stderr
+    assert (tmp_path / "e.jsonl").read_bytes() == events
+    assert not (tmp_path / "s.jsonl").exists() and not (tmp_path / "w.html").exists()
+    shared = orderwatch("simulate", "--out", "/dev/null", "--labels", "/dev/null",
+                        "--orders", "2", cwd=tmp_path)  # a device may take both
+    assert shared.returncode == 0, shared.stderr
+
+
 def test_a_directory_without_orderwatch_data_says_so(tmp_path):
     (tmp_path / "state").mkdir()  # ./data as the robots' state leaves it
     for command in (("sql", "SELECT 1"), ("report", "weekly", "--html", "w.html")):
