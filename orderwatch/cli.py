@@ -61,6 +61,20 @@ def _timestamp(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not an RFC 3339 time with offset: {exc}") from None
 
 
+def _seconds(text: str) -> float:
+    """90 or 90s, 30m, 2h, 1d: a duration as `silence add` takes it."""
+    from orderwatch.durations import parse_duration
+
+    try:
+        return float(text)
+    except ValueError:
+        try:
+            return parse_duration(text)
+        except ConfigError:
+            raise argparse.ArgumentTypeError(
+                f"must be seconds or a duration such as 90s, 30m or 2h, got {text!r}") from None
+
+
 def _positive(kind):
     return _at_least(kind, 0, strict=True)
 
@@ -71,7 +85,12 @@ def _non_negative(kind):
 
 def _at_least(kind, low: float, strict: bool, high: float = math.inf):
     def parse(text: str):
-        value = kind(text)
+        try:
+            value = kind(text)
+        except ValueError:  # argparse's own words would be "invalid parse value"
+            raise argparse.ArgumentTypeError(
+                f"must be {'a whole number' if kind is int else 'a number'}, got {text!r}"
+            ) from None
         if not math.isfinite(value) or value < low or (strict and value == low):
             raise argparse.ArgumentTypeError(
                 f"must be a finite number {'>' if strict else '>='} {low}, got {text}")
@@ -128,9 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="live simulated traffic through the whole pipeline "
                          "(embedded ClickHouse, /metrics, console alerts)")
-    run.add_argument("--duration", type=_positive(float), default=None, metavar="S",
-                     help="stop after S seconds of traffic, counted once any warm-up is "
-                     "done (default: until Ctrl-C)")
+    run.add_argument("--duration", type=_positive(_seconds), default=None, metavar="S",
+                     help="stop after S seconds (or 30m, 2h…) of traffic, counted once any "
+                     "warm-up is done (default: until Ctrl-C)")
     run.add_argument("--rate", type=_positive(float), default=1000.0, metavar="EPS",
                      help="events per second (default 1000)")
     run.add_argument("--faults", type=_faults, default=_faults("all"), metavar="LIST",

@@ -21,6 +21,11 @@ def test_usage_errors_exit_2_with_one_line():
         result = orderwatch(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.strip(), args
+    for args, said in ((["run", "--duration", "2x"], "such as 90s, 30m or 2h, got '2x'"),
+                       (["run", "--rate", "fast"], "must be a number, got 'fast'"),
+                       (["simulate", "--orders", "1.5"], "a whole number, got '1.5'")):
+        result = orderwatch(*args)  # was argparse's "invalid parse value: '2x'"
+        assert result.returncode == 2 and said in result.stderr, (args, result.stderr)
 
 
 def test_version_names_orderwatch_and_the_engines_under_it():

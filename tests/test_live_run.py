@@ -151,7 +151,7 @@ def test_a_warm_start_never_blocks_the_dataflow_and_then_keeps_pace(tmp_path):
     build_part, that left Bytewax's worker parked long after it: a run of 8 s sent one
     batch. Done in slices from next_batch, the clock starts when the shop is warm."""
     result = orderwatch("run", "--warm-start", "5", "--orders-per-minute", "20",
-                        "--rate", "50000", "--duration", "8", "--faults", "none",
+                        "--rate", "50000", "--duration", "8s", "--faults", "none",
                         "--seed", "3", "--data", str(tmp_path / "data"),
                         env={"ORDERWATCH_METRICS_PORT": str(free_port())})
     assert result.returncode == 0, result.stderr
