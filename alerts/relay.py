@@ -25,7 +25,7 @@ import orjson
 
 from orderwatch.alerts.notice import Notice, from_alertmanager
 from orderwatch.alerts.outbox import Outbox, OutboxWorker
-from orderwatch.alerts.robot_config import load_robots
+from orderwatch.alerts.robot_config import RobotsConfig, load_robots
 from orderwatch.alerts.robots import Robot
 from orderwatch.config import ConfigError
 from orderwatch.pipelines.http_endpoint import (
@@ -51,6 +51,7 @@ class Relay:
         self.config = load_robots(robots_file)
         self.outbox = Outbox(Path(state_dir) / "relay-outbox.sqlite3", self._robots())
         self.worker = OutboxWorker(self.outbox)
+        self.on_reload: list[Callable[[RobotsConfig], None]] = []  # the weekly robot
 
     def _robots(self) -> dict[str, Robot]:
         return {name: Robot(c, self.tz) for name, c in self.config.robots.items()}
@@ -60,6 +61,8 @@ class Relay:
         with self.lock:
             self.config = config
             self.outbox.robots = self._robots()
+        for listener in self.on_reload:
+            listener(config)
 
     def deliver(self, route_name: str, payload: dict[str, Any]) -> tuple[int, str]:
         if str(payload.get("version")) != "4":

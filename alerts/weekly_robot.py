@@ -156,16 +156,29 @@ class WeeklyRobot(threading.Thread):
         self.schedule = robots.weekly if robots is not None else WeeklySchedule()
         self.ledger = Ledger(Path(settings.state_dir) / "weekly-sent.json")
         self.stopped = threading.Event()
+        self.woken = threading.Event()  # by stop() or by a new robots file
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            due = next_run(self.clock(), self.schedule, self.settings.display_timezone)
-            if self.stopped.wait(max(0.0, due - self.clock())):
+            schedule, tz = self.schedule, self.settings.display_timezone
+            due = next_run(self.clock(), schedule, tz) if schedule.enabled else None
+            self.woken.wait(None if due is None else max(0.0, due - self.clock()))
+            if self.stopped.is_set():
                 return
+            self.woken.clear()
+            if due is None or self.clock() < due:  # woken early: count again from now
+                continue
             try:
-                self.deliver(Week.containing(due, self.settings.display_timezone).previous())
+                self.deliver(Week.containing(due, tz).previous())
             except Exception:  # a broken report must not stop the process or next week's
                 log.exception("weekly report failed")
+
+    def reconfigure(self, robots: RobotsConfig) -> None:
+        """A reloaded robots file (the relay's `POST /-/reload`): its robots and its
+        schedule from now on, `off` included."""
+        self.config = robots
+        self.schedule = robots.weekly
+        self.woken.set()
 
     def deliver(self, week: Week) -> dict[str, Outcome]:
         built = build(self.query, self.settings, week)
@@ -179,3 +192,4 @@ class WeeklyRobot(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
+        self.woken.set()

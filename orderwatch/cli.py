@@ -540,10 +540,13 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
     if not robots:
         raise UsageError("relay needs --robots FILE (or ORDERWATCH_ROBOTS_FILE)")
     token = os.environ.get("ORDERWATCH_RELAY_TOKEN") or None
-    relay = Relay(robots, args.state or settings.state_dir, token, settings.display_timezone)
+    if args.state:  # for everything kept: the outbox, silences, the weekly ledger and reports
+        settings = replace(settings, state_dir=args.state)
+    relay = Relay(robots, settings.state_dir, token, settings.display_timezone)
     stop = _stop_on_signals()
     server = serve_relay(relay, args.host, args.port)
     weekly = _weekly_robot(settings, relay.config)
+    relay.on_reload.append(weekly.reconfigure)
     print(f"relay listening on http://{args.host}:{args.port}/alertmanager/<route> "
           f"(routes: {', '.join(r.name for r in relay.config.routes)}; robots: "
           f"{', '.join(relay.config.robots) or 'none'})", flush=True)
@@ -733,8 +736,8 @@ def _weekly_robot(settings: Settings, robots):
     from orderwatch.timestamps import to_rfc3339
 
     weekly = WeeklyRobot(lambda sql: reader(settings)(sql), settings, robots)
+    weekly.start()  # idle while the schedule is off, which a reloaded file may change
     if weekly.schedule.enabled:
-        weekly.start()
         when = next_run(time.time(), weekly.schedule, settings.display_timezone)
         print(f"weekly    health check {to_rfc3339(when, settings.display_timezone)} to "
               + (", ".join(robots.weekly_robots()) or "no robot" if robots else

@@ -70,6 +70,23 @@ def relay(robots, tmp_path):
     proc.wait(10)
 
 
+def test_the_relays_state_directory_holds_the_weekly_reports_too(robots, tmp_path):
+    """With --state DIR the outbox went to DIR, the weekly ledger and reports to
+    ./data/state."""
+    _, env = robots
+    proc = subprocess.Popen([orderwatch_exe(), "relay", "--port", str(free_ports(1)[0]),
+                             "--robots", str(tmp_path / "robots.yml"), "--state",
+                             str(tmp_path / "state")], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        weekly = proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert weekly.startswith("weekly ") and weekly.rstrip().endswith(
+        f" and {tmp_path / 'state'}/reports/"), weekly
+
+
 def am_payload(status: str = "firing", severity: str = "critical") -> dict:
     return {"version": "4", "status": status, "receiver": "r", "groupKey": "{}:{}",
             "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
@@ -197,3 +214,41 @@ def test_replay_sends_its_alerts_to_the_configured_robots(robots, tmp_path):
     states = dict(db.execute("SELECT state, count() FROM notices WHERE robot='ops' "
                              "GROUP BY state").fetchall())
     assert states.get("sent", 0) + states.get("pending", 0) == len(alerts)  # none lost
+
+
+def test_a_reloaded_robots_file_reschedules_the_weekly_report(tmp_path):
+    """`POST /-/reload` said "reloaded" while the weekly report kept the old file's
+    schedule and robots; a file whose schedule was off never started one at all."""
+    from orderwatch.alerts.relay import Relay
+    from orderwatch.alerts.weekly_robot import WeeklyRobot
+    from orderwatch.config import Settings
+    from orderwatch.timestamps import from_rfc3339
+
+    delivered: list = []
+
+    class Recording(WeeklyRobot):  # what the robots and the report would be given
+        def deliver(self, week):
+            delivered.append((str(week), self.config))
+
+    path = tmp_path / "robots.yml"
+    path.write_text("robots:\n  ops: {kind: wecom, url_env: U}\nweekly: {at: 'off'}\n")
+    offset = [0.0]
+    relay = Relay(path, tmp_path / "state", None)
+    weekly = Recording(lambda sql: ([], []), Settings(state_dir=str(tmp_path / "state")),
+                       relay.config, lambda: time.time() + offset[0])
+    relay.on_reload.append(weekly.reconfigure)
+    weekly.start()
+    try:
+        time.sleep(0.5)
+        path.write_text("robots:\n  ops: {kind: wecom, url_env: U}\n"
+                        "weekly: {at: 'MON 09:30'}\n")
+        offset[0] = from_rfc3339("2026-03-02T09:29:59.5+08:00") - time.time()  # a Monday
+        relay.reload()
+        deadline = time.monotonic() + 10
+        while not delivered and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        weekly.stop()
+        weekly.join(5)
+    assert not weekly.is_alive(), "stop() wakes it"
+    assert delivered == [("2026-W09", relay.config)]  # the week that just ended, new file
