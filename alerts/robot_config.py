@@ -26,6 +26,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
@@ -126,6 +127,26 @@ ROUTE_KEYS = ("name", "match", "robots", "continue", "group_by", "group_wait",
 WEEKLY_KEYS = ("at", "robots")
 
 
+# The query parameter that names the robot in each service's webhook URL.
+URL_CREDENTIAL = {"wecom": "key", "dingtalk": "access_token"}
+
+
+def _check_webhook_url(url: str, kind: str, where: str) -> None:
+    """Refused here rather than retried for minutes at send time: no host (`http://`), a
+    bad port, or the URL without the parameter that says which robot it is."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is no number)
+    except ValueError as exc:
+        raise ConfigError(f"{where} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where} is not an http(s) URL with a host")
+    credential = URL_CREDENTIAL[kind]
+    if not parse_qs(parts.query).get(credential):
+        raise ConfigError(f"{where} has no {credential}=… in its query: copy the whole "
+                          f"webhook URL the {kind} robot's settings show")
+
+
 def _mapping(value: object, where: str, known: tuple[str, ...], example: str) -> dict:
     """`value` as a mapping with no key outside `known`."""
     if not isinstance(value, dict):
@@ -214,8 +235,7 @@ def _robot(name: str, spec: dict, env: Mapping[str, str], path) -> RobotConfig |
     url = env.get(url_env, "").strip()
     if not url:
         return None
-    if not url.startswith(("https://", "http://")):
-        raise ConfigError(f"{where}: ${url_env} is not an http(s) URL")
+    _check_webhook_url(url, kind, f"{where}: ${url_env}")
     secret = env.get(spec["secret_env"], "").strip() or None if spec.get("secret_env") else None
     if spec.get("secret_env") and not secret:
         raise ConfigError(f"{where}: ${spec['secret_env']} (the signing secret) is empty")

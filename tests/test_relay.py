@@ -187,7 +187,7 @@ def test_relay_refuses_to_listen_off_loopback_without_a_token(tmp_path):
     result = subprocess.run([orderwatch_exe(), "relay", "--host", "0.0.0.0",
                              "--robots", str(tmp_path / "robots.yml"), "--state",
                              str(tmp_path / "s")], capture_output=True, text=True,
-                            env={"OPS_URL": "http://127.0.0.1:9/x"}, timeout=60)
+                            env={"OPS_URL": "http://127.0.0.1:9/x?key=k"}, timeout=60)
     assert result.returncode == 2 and "ORDERWATCH_RELAY_TOKEN" in result.stderr
 
 

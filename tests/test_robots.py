@@ -193,6 +193,15 @@ def test_robots_file_takes_secrets_from_the_environment_only(tmp_path):
     assert config.switched_off() == "pay ($PAY_URL is empty)"
     assert [r.name for r in config.robots_for({"severity": "warning"})] == ["ops"]
     assert "key=1" not in repr(config.robots["ops"])  # never in logs
+    # refused at start, not retried for minutes at send time (was: exit 1 "Invalid port")
+    for url, said in (("http://", "with a host"), ("http://[::1", "not a valid URL"),
+                      ("https://qyapi.weixin.qq.com/cgi-bin/webhook/send", "no key=…"),
+                      ("https://x.test/send?key=", "no key=…")):
+        with pytest.raises(ConfigError, match=said):
+            load_robots(path, {"OPS_URL": url})
+    with pytest.raises(ConfigError, match="no access_token=…"):
+        load_robots(path, {"OPS_URL": "https://x.test/send?key=1", "PAY_SECRET": "SEC1",
+                           "PAY_URL": "https://oapi.dingtalk.com/robot/send?key=1"})
     path.write_text("robots:\n  ops: {kind: wecom, url: https://x}\n")
     with pytest.raises(ConfigError, match="environment"):
         load_robots(path, {})
@@ -202,7 +211,7 @@ def test_a_broken_robots_file_is_refused_in_one_line_saying_where(tmp_path):
     path = tmp_path / "robots.yml"
     path.write_text("robots:\n  ops: {kind: wecom, url_env: OPS_URL\n")
     with pytest.raises(ConfigError) as broken:
-        load_robots(path, {"OPS_URL": "https://example.invalid/x"})
+        load_robots(path, {"OPS_URL": "https://example.invalid/x?key=1"})
     assert "\n" not in str(broken.value) and "line 3, column 1" in str(broken.value)
     path.write_bytes(b"\xff\xfe robots")
     with pytest.raises(ConfigError, match="not UTF-8"):  # was a bare UnicodeDecodeError
@@ -226,7 +235,7 @@ def test_a_routes_mistake_is_refused_not_read_as_match_everything(tmp_path, body
     path = tmp_path / "robots.yml"
     path.write_text(f"robots:\n  ops: {{kind: wecom, url_env: U}}\nroutes:\n{body}\n")
     with pytest.raises(ConfigError, match=said) as refused:
-        load_robots(path, {"U": "https://example.test/hook"})
+        load_robots(path, {"U": "https://example.test/hook?key=k"})
     assert str(refused.value).startswith(f"{path}: ")
 
 
@@ -246,7 +255,7 @@ def test_a_robots_or_weekly_mistake_is_refused_in_one_line(tmp_path, text, said)
     path = tmp_path / "robots.yml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=said) as refused:
-        load_robots(path, {"U": "https://example.test/hook"})
+        load_robots(path, {"U": "https://example.test/hook?key=k"})
     assert "\n" not in str(refused.value)
 
 
@@ -305,7 +314,7 @@ def test_alertmanager_users_alertname_silences_and_routes_like_alert(fake, clock
     path = tmp_path / "robots.yml"
     path.write_text("robots:\n  ops: {kind: wecom, url_env: U}\nroutes:\n"
                     "  - {match: {alertname: callback_lost}, robots: [ops], group_by: [alertname]}\n")
-    config = load_robots(path, {"U": "https://example.test/hook"})
+    config = load_robots(path, {"U": "https://example.test/hook?key=k"})
     ((robot, grouping),) = config.deliveries(notice(2).route_labels)
     assert robot.name == "ops" and grouping.key(notice(2)) == "alertname=callback_lost"
 
@@ -454,7 +463,7 @@ def test_routes_carry_alertmanager_style_timers(tmp_path):
                     "  - {name: fast, match: {severity: critical}, robots: [ops],"
                     " group_by: [alert], group_wait: 5s, group_interval: 1m,"
                     " repeat_interval: 0}\n  - {name: default, robots: [ops]}\n")
-    config = load_robots(path, {"U": "https://example.test/hook"})
+    config = load_robots(path, {"U": "https://example.test/hook?key=k"})
     ((_, fast),) = config.deliveries({"alert": "x", "severity": "critical"})
     ((_, default),) = config.deliveries({"alert": "x", "severity": "warning"})
     assert (fast.by, fast.wait_s, fast.interval_s, fast.repeat_s) == (("alert",), 5, 60, 0)
@@ -462,4 +471,4 @@ def test_routes_carry_alertmanager_style_timers(tmp_path):
     path.write_text("robots:\n  ops: {kind: wecom, url_env: U}\nroutes:\n"
                     "  - {robots: [ops], group_wait: soon}\n")
     with pytest.raises(ConfigError, match="group_wait"):
-        load_robots(path, {"U": "https://example.test/hook"})
+        load_robots(path, {"U": "https://example.test/hook?key=k"})
