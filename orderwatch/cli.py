@@ -53,12 +53,19 @@ def _faults(text: str):
 
 
 def _timestamp(text: str) -> float:
+    """An engine start: its events, the warm-up's month before and the orders' days after
+    included, must stay within the years events may carry (`EARLIEST_TS`, `LATEST_TS`)."""
+    from orderwatch.events import EARLIEST_TS, LATEST_TS
     from orderwatch.timestamps import from_rfc3339
 
     try:
-        return from_rfc3339(text)
+        ts = from_rfc3339(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not an RFC 3339 time with offset: {exc}") from None
+    margin = 366 * 86400.0
+    if not EARLIEST_TS + margin <= ts < LATEST_TS - margin:
+        raise argparse.ArgumentTypeError(f"must lie between 1971 and 2098, got {text}")
+    return ts
 
 
 def _seconds(text: str) -> float:

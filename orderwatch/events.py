@@ -39,6 +39,13 @@ _RFC3339 = re.compile(
 )
 
 
+# The times OrderWatch can store: ClickHouse's DateTime (the health metrics' minute) holds
+# 1970 to 2106, and an event from 1960 failed every insert of its minute until Bytewax
+# aborted. 2100 leaves room for timers set days after an event.
+EARLIEST_TS = 0.0  # 1970-01-01T00:00:00Z
+LATEST_TS = 4_102_444_800.0  # 2100-01-01T00:00:00Z, excluded
+
+
 class InvalidEvent(ValueError):
     """A bad input event; the message is the dead-letter reason."""
 
@@ -102,6 +109,9 @@ def _parse_full(value: object, name: str) -> float:
         ts = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError as exc:
         raise InvalidEvent(f"bad timestamp in '{name}': {value!r} ({exc})") from None
+    if not EARLIEST_TS <= ts.timestamp() < LATEST_TS:  # before its minute is trusted below
+        raise InvalidEvent(f"bad timestamp in '{name}': {value!r} is outside the years "
+                           "1970 to 2099 that OrderWatch stores")
     if len(_minutes) >= 4096:
         _minutes.clear()
     minute = ts.replace(second=0, microsecond=0) - _EPOCH

@@ -23,7 +23,13 @@ def test_usage_errors_exit_2_with_one_line():
         assert result.stderr.strip(), args
     for args, said in ((["run", "--duration", "2x"], "such as 90s, 30m or 2h, got '2x'"),
                        (["run", "--rate", "fast"], "must be a number, got 'fast'"),
-                       (["simulate", "--orders", "1.5"], "a whole number, got '1.5'")):
+                       (["simulate", "--orders", "1.5"], "a whole number, got '1.5'"),
+                       # 1900 wrote events with Shanghai's LMT offset (+08:05:43), every one
+                       # a dead letter; 9999 ended in "error: date value out of range"
+                       (["simulate", "--out", "x.jsonl", "--start", "1900-01-01T00:00:00Z"],
+                        "between 1971 and 2098"),
+                       (["simulate", "--out", "x.jsonl", "--start", "9999-12-31T23:00:00Z"],
+                        "between 1971 and 2098")):
         result = orderwatch(*args)  # was argparse's "invalid parse value: '2x'"
         assert result.returncode == 2 and said in result.stderr, (args, result.stderr)
 

@@ -54,6 +54,21 @@ def test_unknown_fields_are_kept():
     assert validate(data).data["x_tenant"] == "shop-9"
 
 
+def test_event_time_may_be_any_moment_from_1970_to_2099(schema):
+    """The schema takes any date-time; a time no health-metric minute can hold (ClickHouse
+    DateTime) is a bad timestamp, rather than an insert failing until Bytewax aborts."""
+    for edge, ts in (("1970-01-01T00:00:00Z", 0.0),
+                     ("2099-12-31T23:59:59.999Z", 4_102_444_799.999)):
+        assert decode(CONTRACT_EXAMPLES[0].replace("2026-02-23T10:00:00+08:00", edge)
+                      ).ts == pytest.approx(ts)
+    for outside in ("1969-12-31T23:59:59.999Z", "2100-01-01T08:00:00+08:00"):
+        data = json.loads(CONTRACT_EXAMPLES[0])
+        data["occurred_at"] = outside
+        assert schema_accepts(schema, data)
+        with pytest.raises(InvalidEvent, match="outside the years 1970 to 2099"):
+            validate(data)
+
+
 def test_occurred_at_is_event_time_with_offset():
     a = decode(CONTRACT_EXAMPLES[0].replace("2026-02-23T10:00:00+08:00", "2026-02-23T02:00:00Z"))
     b = decode(CONTRACT_EXAMPLES[0])

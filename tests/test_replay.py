@@ -178,6 +178,12 @@ BAD_LINES = [
     b"\xff\xfe\x00 not utf-8",
     b'{"event_id":"x6","stream":"logistics","order_no":"O1","occurred_at":"2026-02-23T10:00:00Z",'
     b'"carrier":"SF","waybill_no":"W","event":"picked_up","pad":"' + b"x" * (10 << 20) + b'"}',
+    # valid but for a year no health-metric minute can hold: 1960 failed every insert of
+    # its minute until Bytewax aborted the replay
+    b'{"event_id":"x7","stream":"logistics","order_no":"O1","occurred_at":"1960-02-23T10:00:00Z",'
+    b'"carrier":"SF","waybill_no":"W","event":"picked_up"}',
+    b'{"event_id":"x8","stream":"logistics","order_no":"O1","occurred_at":"2200-02-23T10:00:00Z",'
+    b'"carrier":"SF","waybill_no":"W","event":"picked_up"}',
 ]
 
 
@@ -208,7 +214,7 @@ def test_salted_file_dead_letters_every_bad_line_and_processes_every_good_one(tm
     reasons = " | ".join(r[2] for r in rows)
     for expected in ("not JSON", "missing required field", "must be a string",
                      "unknown value 'teleport'", "bad timestamp", "not a JSON object",
-                     "exceeds the"):
+                     "exceeds the", "outside the years 1970 to 2099"):
         assert expected in reasons
 
     clean_dsn = f"chdb://{tmp_path / 'clean-ch'}"
