@@ -166,6 +166,15 @@ def _names(value: object, where: str, what: str) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+def _robot_names(value: object, where: str, robots: dict) -> tuple[str, ...]:
+    """`robots: [ops, pay]` of a route or of `weekly:`: names the file defines."""
+    names = _names(value, where, "robots")
+    unknown = [n for n in names if n not in robots]
+    if unknown:
+        raise ConfigError(f"{where}: names unknown robots {unknown}")
+    return names
+
+
 def load_robots(path: str | Path, env: Mapping[str, str] | None = None) -> RobotsConfig:
     env = os.environ if env is None else env
     try:
@@ -205,10 +214,7 @@ def _weekly(spec: dict, robots: dict, path) -> WeeklySchedule:
     _mapping(spec, where, WEEKLY_KEYS, "{at: MON 10:00}")
     names = spec.get("robots")
     if names is not None:
-        names = _names(names, where, "robots")
-        unknown = [n for n in names if n not in robots]
-        if unknown:
-            raise ConfigError(f"{where}: names unknown robots {unknown}")
+        names = _robot_names(names, where, robots)
     at = str(spec.get("at", "MON 10:00")).strip().upper()
     if at == "OFF" or spec.get("at") is False:
         return WeeklySchedule(robots=names, enabled=False)
@@ -255,10 +261,7 @@ def _route(index: int, spec: object, robots: dict, path) -> Route:
                     "{name: default, robots: [ops]}")
     name = str(spec.get("name") or f"route{index}")
     where = f"{path}: route {name!r}"
-    names = _names(spec.get("robots") or [], where, "robots")
-    unknown = [r for r in names if r not in robots]
-    if unknown:
-        raise ConfigError(f"{where} names unknown robots {unknown}")
+    names = _robot_names(spec.get("robots") or [], where, robots)
     match = spec.get("match") or {}
     if not isinstance(match, dict):
         raise ConfigError(f"{where}: match must be a mapping such as {{severity: critical}}")
