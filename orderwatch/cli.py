@@ -703,7 +703,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         week = Week.parse(args.week, settings.display_timezone) if args.week else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    robots = None
+    robots, path = None, None
     if args.send:  # read the robots first: a bad file should fail before the work
         path = args.robots or settings.robots_file
         if not path:
@@ -712,7 +712,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         if not robots.weekly_robots():
             raise UsageError("no robot to send to: " + (
                 robots.switched_off() or "`weekly: robots` names none of the file's robots"))
-    _files_apart([("--robots", robots and (args.robots or settings.robots_file))],
+    _files_apart([("--robots", path)],
                  [("--html", args.html), ("--png", args.png), ("--json", args.json)])
     built = build(reader(settings), settings, week, args.language)
     week = built.report.week

@@ -109,14 +109,15 @@ def _parse_full(value: object, name: str) -> float:
         ts = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError as exc:
         raise InvalidEvent(f"bad timestamp in '{name}': {value!r} ({exc})") from None
-    if not EARLIEST_TS <= ts.timestamp() < LATEST_TS:  # before its minute is trusted below
+    seconds = ts.timestamp()
+    if not EARLIEST_TS <= seconds < LATEST_TS:  # before its minute is trusted below
         raise InvalidEvent(f"bad timestamp in '{name}': {value!r} is outside the years "
                            "1970 to 2099 that OrderWatch stores")
     if len(_minutes) >= 4096:
         _minutes.clear()
     minute = ts.replace(second=0, microsecond=0) - _EPOCH
     _minutes[_minute_key(value)] = (minute.days * 86_400 + minute.seconds) * 1_000_000
-    return ts.timestamp()
+    return seconds
 
 
 # --- field checkers -----------------------------------------------------------------------
