@@ -13,7 +13,9 @@ import re
 
 _QUERY_SECRET = re.compile(
     r"([?&](?:key|access_token|sign|token|secret|password)=)[^&\s\"'#]+", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^/\s@]+@")
+# up to the last @ of the URL, as a DSN's password may hold / # ? and @ themselves (an @
+# in a query after it hides more than the password: rather that than a piece of it shown)
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^\s'\"]+@(?=[^@\s/'\"]*(?:[/\s'\"]|$))")
 
 
 def redact(text: str) -> str:

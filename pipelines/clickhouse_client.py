@@ -3,6 +3,10 @@
 `chdb:///path` (or a relative `chdb://./data/x.chdb`) is the in-process engine;
 `http://[user:password@]host:8123/[database]` a server. chDB allows one data path per
 process, so clients are shared per DSN.
+
+A server password goes into the DSN as it is, or percent-encoded: docker-compose pastes
+`CLICKHOUSE_PASSWORD` in unchanged, and a generated one holds `/`, `#`, `?` or `@`. The
+host part cannot hold an `@`, so the last one ends the password.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import fcntl
 import os
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
@@ -31,6 +35,12 @@ class Target:
     dsn: str
     database: str
     embedded: bool
+    # a server's address and credentials, read from its DSN
+    host: str = ""
+    port: int = 8123
+    username: str = "default"
+    password: str = field(default="", repr=False)
+    secure: bool = False
 
     @property
     def path(self) -> str:
@@ -38,7 +48,10 @@ class Target:
         return self.dsn[len("chdb://"):]
 
     def redacted(self) -> str:
-        return redact(self.dsn)
+        if self.embedded or not self.password:
+            return self.dsn
+        scheme, _, rest = self.dsn.partition("://")
+        return f"{scheme}://{self.username}:***@{rest.rpartition('@')[2]}"
 
 
 def parse_dsn(dsn: str, default_database: str = "orderwatch") -> Target:
@@ -47,11 +60,21 @@ def parse_dsn(dsn: str, default_database: str = "orderwatch") -> Target:
         if not path:
             raise ConfigError("chdb:// DSN needs a path, e.g. chdb:///var/lib/orderwatch")
         return Target("chdb://" + os.path.abspath(path), _database(default_database), True)
-    parts = urlsplit(dsn)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"unsupported ClickHouse DSN {dsn.split('@')[-1]!r}: use "
+    scheme, _, rest = dsn.partition("://")
+    userinfo, _, address = rest.rpartition("@")
+    hostport, _, path = address.partition("/")
+    parts = urlsplit(f"{scheme}://{hostport}")
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"unsupported ClickHouse DSN {redact(dsn)!r}: use "
                           "chdb:///path or http://host:8123/database")
-    return Target(dsn, _database(parts.path.strip("/") or default_database), False)
+    try:
+        port = parts.port or 8123
+    except ValueError:
+        raise ConfigError(f"ClickHouse DSN {redact(dsn)!r}: the port after "
+                          f"{parts.hostname!r} must be a number from 1 to 65535") from None
+    username, _, password = userinfo.partition(":")
+    return Target(dsn, _database(path.strip("/") or default_database), False, parts.hostname,
+                  port, unquote(username) or "default", unquote(password), scheme == "https")
 
 
 def _database(name: str) -> str:
@@ -73,12 +96,10 @@ def connect(target: Target):
                                       f"{path_problem(exc)}") from None
                 client = clickhouse_connect.get_client(dsn=target.dsn)
             else:
-                parts = urlsplit(target.dsn)
                 try:  # get_client asks the server for its version and settings
                     client = clickhouse_connect.get_client(
-                        host=parts.hostname, port=parts.port or 8123,
-                        username=unquote(parts.username or "default"),
-                        password=unquote(parts.password or ""), secure=parts.scheme == "https")
+                        host=target.host, port=target.port, username=target.username,
+                        password=target.password, secure=target.secure)
                 except ClickHouseError as exc:
                     raise ConfigError(f"cannot use ClickHouse at {target.redacted()}: "
                                       f"{_reason(exc)}") from None

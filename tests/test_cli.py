@@ -309,13 +309,18 @@ def test_a_clickhouse_server_that_does_not_answer_is_one_line_without_the_passwo
     and the raw connection-pool error."""
     events = tmp_path / "e.jsonl"
     events.write_text("")
-    dsn = f"http://ow:s3cret@127.0.0.1:{free_port()}/orderwatch"
-    for command in (("sql", "SELECT 1"), ("replay", str(events))):
-        result = orderwatch(*command, "--clickhouse", dsn)
-        assert result.returncode == 2, result.stderr
-        assert result.stderr.count("\n") == 1, result.stderr
-        assert "cannot use ClickHouse at http://ow:***@127.0.0.1" in result.stderr
-        assert "Connection refused" in result.stderr and "s3cret" not in result.stderr
+    # a generated password as docker-compose pastes it in: "p@ss/w#rd?x" was read as
+    # host "ss", database "w", and "x#y" ended in "error: Port could not be cast" (exit 1)
+    for password in ("s3cret", "p@ss/w#rd?x"):
+        dsn = f"http://ow:{password}@127.0.0.1:{free_port()}/orderwatch"
+        for command in (("sql", "SELECT 1"), ("replay", str(events))):
+            result = orderwatch(*command, "--clickhouse", dsn)
+            assert result.returncode == 2, result.stderr
+            assert result.stderr.count("\n") == 1, result.stderr
+            assert "cannot use ClickHouse at http://ow:***@127.0.0.1" in result.stderr
+            assert "Connection refused" in result.stderr, result.stderr
+            assert "s3cret" not in result.stderr and "ss/" not in result.stderr
+            assert "w#rd" not in result.stderr, result.stderr
 
 
 def test_silences_refuse_what_they_cannot_keep_and_say_when_one_has_ended(tmp_path):

@@ -39,6 +39,24 @@ def test_dsn_parsing():
             parse_dsn(bad)
 
 
+@pytest.mark.parametrize("password", ["p@ss", "a/b", "x#y", "q?r", "%2F+ok", "plain"])
+def test_a_server_password_may_hold_what_a_url_reserves(password):
+    """docker-compose pastes CLICKHOUSE_PASSWORD into the DSN unchanged; "x#y" used to
+    end in "Port could not be cast to integer value as 'x'", "a/b" in a database 'b@ch'."""
+    server = parse_dsn(f"https://ow:{password}@ch.example:8443/shop")
+    assert (server.host, server.port, server.username, server.database, server.secure) == (
+        "ch.example", 8443, "ow", "shop", True)
+    assert server.password == password.replace("%2F", "/")  # percent-encoding still works
+    assert server.redacted() == "https://ow:***@ch.example:8443/shop"
+
+
+def test_a_dsn_port_that_is_no_number_is_a_configuration_error():
+    with pytest.raises(ConfigError, match=r"port after 'ch' must be a number") as refused:
+        parse_dsn("http://ow:s3cret@ch:80a/shop")
+    assert "s3cret" not in str(refused.value)
+    assert parse_dsn("http://ch").port == 8123 and parse_dsn("http://ch").username == "default"
+
+
 def test_raw_data_expires_by_arrival_time_not_event_time(chdb):
     migrate(chdb, "ttl_test")
     ddl = chdb.query("SELECT name, create_table_query FROM system.tables "
@@ -65,3 +83,29 @@ def test_the_read_only_client_is_one_per_data_path_and_refuses_writes(chdb, chdb
     with pytest.raises(Exception, match="readonly"):
         reader.command("DROP TABLE read_only_test.events")
     assert chdb.query("EXISTS TABLE read_only_test.events").result_rows == [(1,)]
+
+
+def test_the_server_is_asked_with_the_password_as_written(tmp_path):
+    """What reaches the server: a listener on loopback keeps the first request's
+    credentials and answers 500, which clickhouse-connect reports as a failure."""
+    import base64
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    seen: list[bytes] = []
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            seen.append(conn.recv(65536))
+            conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n"
+                         b"Connection: close\r\n\r\nnope")
+        listener.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    with pytest.raises(ConfigError, match="cannot use ClickHouse at http://ow:\\*\\*\\*@127"):
+        connect(parse_dsn(f"http://ow:p@ss/w#rd@127.0.0.1:{port}/shop"))
+    credentials = base64.b64encode(b"ow:p@ss/w#rd")
+    assert b"Authorization: Basic " + credentials in seen[0], seen[0]
