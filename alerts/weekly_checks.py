@@ -19,6 +19,7 @@ week's figure, the week before and the daily trend. Values in the SQL are our ow
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -42,13 +43,20 @@ class Week:
 
     @classmethod
     def parse(cls, text: str, tz: str) -> Week:
-        """'2026-W08' (ISO 8601 week)."""
+        """'2026-W08' (ISO 8601 week), in the years OrderWatch stores (1970–2099), with
+        the week before it (the report's comparison) as well."""
+        found = re.fullmatch(r"(\d{4})-W(\d{2})", text.strip(), re.IGNORECASE)
+        if found is None:
+            raise ValueError(f"week must look like 2026-W08, got {text!r}")
+        year, number = int(found[1]), int(found[2])
+        if not 1971 <= year <= 2098:
+            raise ValueError(f"week must lie in the years 1971 to 2098, got {text!r}")
         try:
-            year, number = text.upper().split("-W")
-            week = cls(int(year), int(number), tz)
+            week = cls(year, number, tz)
             week.first_day  # noqa: B018  (validates the week number)
         except ValueError:
-            raise ValueError(f"week must look like 2026-W08, got {text!r}") from None
+            last = date(year, 12, 28).isocalendar()[1]  # the 28th is in the year's last week
+            raise ValueError(f"{year} has weeks W01 to W{last}, got {text!r}") from None
         return week
 
     @classmethod

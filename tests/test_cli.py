@@ -29,7 +29,9 @@ def test_usage_errors_exit_2_with_one_line():
                        (["simulate", "--out", "x.jsonl", "--start", "1900-01-01T00:00:00Z"],
                         "between 1971 and 2098"),
                        (["simulate", "--out", "x.jsonl", "--start", "9999-12-31T23:00:00Z"],
-                        "between 1971 and 2098")):
+                        "between 1971 and 2098"),
+                       # its following week overflowed: "error: date value out of range"
+                       (["report", "weekly", "--week", "9999-W52"], "1971 to 2098")):
         result = orderwatch(*args)  # was argparse's "invalid parse value: '2x'"
         assert result.returncode == 2 and said in result.stderr, (args, result.stderr)
 

@@ -116,8 +116,13 @@ def test_week_boundaries_follow_iso_weeks_in_the_display_zone():
     assert WEEK.end - WEEK.start == 7 * 24 * HOUR
     assert str(WEEK.previous()) == "2026-W07" and str(Week.parse("2026-w01", TZ)) == "2026-W01"
     assert str(Week.parse("2020-W53", TZ).following()) == "2021-W01"  # 2020 has 53 weeks
-    with pytest.raises(ValueError, match="2026-W08"):
-        Week.parse("2026-W54", TZ)
+    for text, said in (("2026-W54", "2026 has weeks W01 to W53"),
+                       ("2025-W53", "2025 has weeks W01 to W52"),  # was "must look like"
+                       ("2026W08", "must look like 2026-W08"),
+                       ("9999-W52", "1971 to 2098"),  # its next week overflowed: exit 1
+                       ("0001-W01", "1971 to 2098")):  # its week before overflowed
+        with pytest.raises(ValueError, match=said):
+            Week.parse(text, TZ)
 
 
 def test_the_weekly_report_shows_the_four_checks_with_the_right_figures(fortnight, tmp_path):
