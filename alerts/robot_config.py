@@ -259,7 +259,7 @@ def _robot(name: str, spec: dict, env: Mapping[str, str], path) -> RobotConfig |
 def _route(index: int, spec: object, robots: dict, path) -> Route:
     spec = _mapping(spec, f"{path}: route {index + 1}", ROUTE_KEYS,
                     "{name: default, robots: [ops]}")
-    name = str(spec.get("name") or f"route{index}")
+    name = str(spec.get("name") or f"route{index + 1}")  # as the errors count them
     where = f"{path}: route {name!r}"
     names = _robot_names(spec.get("robots") or [], where, robots)
     match = spec.get("match") or {}
@@ -268,9 +268,20 @@ def _route(index: int, spec: object, robots: dict, path) -> Route:
     go_on = spec.get("continue", False)
     if not isinstance(go_on, bool):
         raise ConfigError(f"{where}: continue must be true or false, got {go_on!r}")
-    return Route(name, names, {str(k): _names(v, where, f"match {k}") if isinstance(v, list)
-                               else (str(v),) for k, v in match.items()}, go_on,
-                 _grouping(spec, where))
+    return Route(name, names, {str(k): _match_values(v, where, k) for k, v in match.items()},
+                 go_on, _grouping(spec, where))
+
+
+def _match_values(value: object, where: str, label: object) -> tuple[str, ...]:
+    """A label value, or a list of them (any one matches). A mapping or `null` used to
+    be matched as its Python spelling ("{'a': 1}", "None"), which no label has."""
+    if isinstance(value, list):
+        return _names(value, where, f"match {label}")
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return (str(value),)
+    hint = " (quote it: 'true')" if isinstance(value, bool) else ""
+    raise ConfigError(f"{where}: match {label} must be a label value or a list of them, "
+                      f"got {value!r}{hint}")
 
 
 def _grouping(spec: dict, where: str) -> Grouping:

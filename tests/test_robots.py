@@ -230,6 +230,12 @@ def test_a_broken_robots_file_is_refused_in_one_line_saying_where(tmp_path):
     ("  - {name: a, robots: [ops]}\n  - {name: a, robots: [ops]}",
      "route names must be unique: a"),
     ("  - 5", "route 1: must be a mapping"),
+    # matched as "None" and "{'a': 1}", so the route took nothing
+    ("  - {name: a, match: {severity: null}, robots: [ops]}", "match severity must be a label"),
+    ("  - {name: a, match: {alert: {a: 1}}, robots: [ops]}", "match alert must be a label"),
+    ("  - {name: a, match: {paid: true}, robots: [ops]}", "quote it"),
+    # the second route, unnamed, was 'route1' here and "route 2" in shape errors
+    ("  - {robots: [ops]}\n  - {robots: [ops], continue: 1}", "route 'route2': continue"),
 ])
 def test_a_routes_mistake_is_refused_not_read_as_match_everything(tmp_path, body, said):
     path = tmp_path / "robots.yml"
