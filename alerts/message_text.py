@@ -58,8 +58,9 @@ def line(n: Notice, language: str, tz: str) -> str:
     when = (f"{w['ended']} {to_rfc3339(n.ends_at, tz)}" if n.status == "resolved" and n.ends_at
             else f"{w['since']} {to_rfc3339(n.starts_at, tz)}")
     status = w["reminder"] if n.reminder else w[n.status]
+    summary = n.summary_zh if language == "zh" and n.summary_zh else n.summary
     return (f"[{status}·{w.get(n.severity, n.severity)}] {alert_name(n.alert, language)}"
-            f" {dims} — {n.summary} ({when})").replace("  ", " ")
+            f" {dims} — {summary} ({when})").replace("  ", " ")
 
 
 def headline(notices: Sequence[Notice], language: str) -> str:

@@ -22,6 +22,7 @@ class Notice:
     ends_at: float | None
     summary: str
     reminder: bool = False  # sent again: still firing after the route's repeat_interval
+    summary_zh: str = ""  # the summary in Chinese, where the alert has one
 
     @property
     def route_labels(self) -> dict[str, str]:
@@ -33,18 +34,19 @@ class Notice:
         return {"key": self.key, "alert": self.alert, "status": self.status,
                 "severity": self.severity, "labels": dict(self.labels),
                 "starts_at": self.starts_at, "ends_at": self.ends_at, "summary": self.summary,
-                "reminder": self.reminder}
+                "reminder": self.reminder, "summary_zh": self.summary_zh}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Notice:
         return cls(d["key"], d["alert"], d["status"], d["severity"], d["labels"],
-                   d["starts_at"], d["ends_at"], d["summary"], d.get("reminder", False))
+                   d["starts_at"], d["ends_at"], d["summary"], d.get("reminder", False),
+                   d.get("summary_zh", ""))
 
 
 def from_alert(alert: Alert) -> Notice:
     key = notification_key(alert.fingerprint, alert.status, alert.starts_at)
     return Notice(key, alert.alert, alert.status, alert.severity, dict(alert.labels),
-                  alert.starts_at, alert.ends_at, alert.summary)
+                  alert.starts_at, alert.ends_at, alert.summary, summary_zh=alert.summary_zh)
 
 
 def _time(alert: Mapping[str, Any], name: str) -> float | None:
@@ -83,4 +85,5 @@ def from_alertmanager(alert: Mapping[str, Any]) -> Notice:
     ends_at = _time(alert, "endsAt") if status == "resolved" else None
     return Notice("am:" + notification_key(fingerprint, status, starts_at), name, status,
                   severity, labels, starts_at, ends_at,
-                  str(notes.get("summary") or notes.get("description") or name))
+                  str(notes.get("summary") or notes.get("description") or name),
+                  summary_zh=str(notes.get("summary_zh") or ""))

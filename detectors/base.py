@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections.abc import Hashable, Iterable, Mapping, Sequence, Sized
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
 from orderwatch.events import Event
@@ -43,10 +43,19 @@ class Alert:
     value: float
     summary: str
     fingerprint: str = field(default="")
+    # the summary in Chinese for robot messages (ORDERWATCH_LANGUAGE=zh); `summary` stays
+    # the English of the alert log, ClickHouse and --alerts-out
+    summary_zh: str = ""
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
             self.fingerprint = fingerprint(self.alert, self.labels)
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        # pickle's (None, slots) of a recovery snapshot written before `summary_zh` existed
+        slots = state[1]
+        for f in fields(self):
+            object.__setattr__(self, f.name, slots.get(f.name, f.default))
 
 
 def fingerprint(alert: str, labels: Mapping[str, str]) -> str:
@@ -65,6 +74,7 @@ class OrderDetector(Protocol):
 
 
 LEFT_MEMORY = "the order left OrderWatch's memory (no events for its retention period)"
+LEFT_MEMORY_ZH = "订单已离开 OrderWatch 内存（保留期内没有新事件）"
 
 
 class AggregateDetector(Protocol):
@@ -187,14 +197,14 @@ class AlertBook:
         self._holds = Deadlines()
 
     def propose(self, key: Hashable, labels: dict[str, str], at: float, value: float,
-                summary: str) -> None:
+                summary: str, summary_zh: str = "") -> None:
         if key in self._firing:
             self._extend_hold(key, at)
             return
         current = self._proposed.get(key)
         if current is None or (at, summary) < (current.starts_at, current.summary):
             self._proposed[key] = Alert(self.name, FIRING, self.severity, labels, at, None,
-                                        value, summary)
+                                        value, summary, summary_zh=summary_zh)
             self._release.schedule(key, at)
 
     def release(self, now: float) -> list[Alert]:
@@ -214,27 +224,29 @@ class AlertBook:
         return out
 
     def fire(self, key: Hashable, labels: dict[str, str], at: float, value: float,
-             summary: str) -> Alert | None:
+             summary: str, summary_zh: str = "") -> Alert | None:
         if key in self._firing:
             return None
-        alert = Alert(self.name, FIRING, self.severity, labels, at, None, value, summary)
+        alert = Alert(self.name, FIRING, self.severity, labels, at, None, value, summary,
+                      summary_zh=summary_zh)
         self._firing[key] = alert
         self._extend_hold(key, at)
         return alert
 
-    def resolve(self, key: Hashable, at: float, summary: str | None = None) -> Alert | None:
+    def resolve(self, key: Hashable, at: float, summary: str | None = None,
+                summary_zh: str | None = None) -> Alert | None:
         opened = self._firing.pop(key, None)
         if opened is None:
             return None
         self._holds.cancel(key)
         return Alert(self.name, RESOLVED, self.severity, opened.labels, opened.starts_at,
                      max(at, opened.starts_at), opened.value, summary or opened.summary,
-                     opened.fingerprint)
+                     opened.fingerprint, summary_zh or opened.summary_zh)
 
     def left_memory(self, keys: Iterable[Hashable], now: float) -> list[Alert]:
         """Resolve what still fires for these keys: their order left memory, and nothing
         else could resolve it later."""
-        resolved = (self.resolve(key, now, LEFT_MEMORY) for key in keys)
+        resolved = (self.resolve(key, now, LEFT_MEMORY, LEFT_MEMORY_ZH) for key in keys)
         return [alert for alert in resolved if alert is not None]
 
     def is_firing(self, key: Hashable) -> bool:

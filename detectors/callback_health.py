@@ -58,7 +58,8 @@ class CallbackLost:
             self._alerted.add(order_no)
             alert = self.book.fire(
                 order_no, {"order_no": order_no, "gateway": gateway}, due, self.after / 60,
-                f"paid at {gateway} {duration_text(self.after)} ago, order still pending payment")
+                f"paid at {gateway} {duration_text(self.after)} ago, order still pending payment",
+                f"已在 {gateway} 支付 {duration_text(self.after, 'zh')}，订单仍为待支付")
             if alert is not None:
                 out.append(alert)
             if left is not None:  # already fixed, later than the deadline
@@ -111,7 +112,9 @@ class CallbackFailureRate:
                 alert = self.book.fire(
                     gateway, {"gateway": gateway}, at, round(share, 4),
                     f"{gateway}: {share:.1%} of {total:.0f} notify callbacks failed "
-                    f"over {duration_text(self.window)}")
+                    f"over {duration_text(self.window)}",
+                    f"{gateway}：{duration_text(self.window, 'zh')}内 {total:.0f} 次回调通知"
+                    f"失败 {share:.1%}")
             else:
                 alert = self.book.resolve(gateway, at)
             if alert is not None:
@@ -143,7 +146,8 @@ class CallbackCertExpired:
     def learn_one(self, event: Event, key: str) -> list[Alert]:
         self.book.propose(key, {"gateway": key}, event.ts, 1.0,
                           f"{key}: notify failed with {self.ERR_CODE}; replace the platform "
-                          "certificate")
+                          "certificate",
+                          f"{key}：回调通知因 {self.ERR_CODE} 失败，请更换平台证书")
         return []
 
     def advance(self, now: float) -> list[Alert]:

@@ -40,7 +40,8 @@ class ChannelDegraded:
             alert = self.book.fire(
                 channel, {"channel": channel}, at, float(highs),
                 f"{channel}: the last {self.streak} orders all reached high risk "
-                f"(latest {order_no}); the channel itself looks broken")
+                f"(latest {order_no}); the channel itself looks broken",
+                f"{channel}：最近 {self.streak} 单全部高风险（最新 {order_no}），渠道本身疑似故障")
         elif highs * 2 < len(recent):
             alert = self.book.resolve(channel, at)
         else:

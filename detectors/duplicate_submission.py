@@ -44,7 +44,9 @@ class DuplicateShipRequest(InstantOrderDetector):
         self.book.propose(
             event.order_no, labels, first[-1][0], float(self.min_requests),
             f"{self.min_requests} ship requests with distinct request ids within "
-            f"{first[-1][0] - first[0][0]:.1f} s")
+            f"{first[-1][0] - first[0][0]:.1f} s",
+            f"{first[-1][0] - first[0][0]:.1f} 秒内 {self.min_requests} 次发货请求，"
+            "request_id 各不相同")
         return []
 
     def forget(self, order_no: str, now: float) -> list[Alert]:
@@ -81,7 +83,9 @@ class DuplicateOrder:
             (first_at, original), (dup_at, dup) = sorted([mine, (ts, order_no)])
             self.book.propose(dup, {"order_no": dup, "user_id": key}, dup_at, 1.0,
                               f"same user, items and amount as {original}, created "
-                              f"{dup_at - first_at:.0f} s later")
+                              f"{dup_at - first_at:.0f} s later",
+                              f"与 {original} 用户、商品、金额相同，晚 {dup_at - first_at:.0f} 秒"
+                              "创建")
         recent.append((event.ts, event.order_no, fp))
         latest = self._expiry.when(key)
         if latest is None or event.ts + self.window > latest:

@@ -45,7 +45,9 @@ class LockTtlOverrun(InstantOrderDetector):
             (event.order_no, family), {"order_no": event.order_no, "lock_family": family},
             event.ts, float(held),
             f"{event.data['action']} held {lock['key']} for {held / 1000:.1f} s, "
-            f"longer than its {ttl / 1000:.1f} s TTL")
+            f"longer than its {ttl / 1000:.1f} s TTL",
+            f"{event.data['action']} 持有锁 {lock['key']} {held / 1000:.1f} 秒，"
+            f"超过其 TTL {ttl / 1000:.1f} 秒")
         return []
 
 
@@ -90,7 +92,9 @@ class LockContention:
                     alert = self.book.fire(
                         family, {"lock_family": family}, at, p95,
                         f"{family}: lock wait p95 ≈ {p95:.0f} ms, {fail_share:.1%} of "
-                        f"{attempts:.0f} acquisitions failed over {self.window / 60:.0f} min")
+                        f"{attempts:.0f} acquisitions failed over {self.window / 60:.0f} min",
+                        f"{family}：{self.window / 60:.0f} 分钟内等锁 p95 ≈ {p95:.0f} 毫秒，"
+                        f"{attempts:.0f} 次加锁失败 {fail_share:.1%}")
                 else:
                     alert = self.book.resolve(family, at)
             else:

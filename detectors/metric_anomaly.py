@@ -160,7 +160,9 @@ class MetricAnomaly:
                       "series": series}, end, round(score, 3),
                 f"{series} = {point.value:.4g}, usually about "
                 f"{self._natural(point, expected):.4g} ({z:.1f} σ over the last minutes; "
-                "a level this series has not seen)")
+                "a level this series has not seen)",
+                f"{series} = {point.value:.4g}，通常约 {self._natural(point, expected):.4g}"
+                f"（近几分钟偏离 {z:.1f} σ，该序列未见过的水平）")
             return [alert] if alert is not None else []
         if not self.book.is_firing(key):
             return []

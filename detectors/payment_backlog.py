@@ -78,7 +78,8 @@ class PendingPaymentBacklog:
                 alert = self.book.fire(
                     ALL, {}, at, round(share, 4),
                     f"{share:.1%} of {self.total} orders created 2–24 h ago still pending "
-                    "payment")
+                    "payment",
+                    f"2–24 小时前创建的 {self.total} 单中 {share:.1%} 仍为待支付")
             else:
                 alert = self.book.resolve(ALL, at)
             if alert is not None:

@@ -31,5 +31,7 @@ class PrematureTimeoutCancel(InstantOrderDetector):
             self.book.propose(
                 event.order_no, {"order_no": event.order_no}, event.ts, round(waited / 60, 2),
                 f"timeout-cancelled {duration_text(waited)} after creation; the grace period "
-                f"is {duration_text(order.grace_s)}")
+                f"is {duration_text(order.grace_s)}",
+                f"创建后 {duration_text(waited, 'zh')}即被超时取消，支付宽限期为 "
+                f"{duration_text(order.grace_s, 'zh')}")
         return []

@@ -294,7 +294,8 @@ class RiskScorer:
                 labels = {"order_no": key, "channel": order.channel or "",
                           "reason": reasons[0].reason if reasons else ""}
                 alert = self.book.fire(key, labels, now, round(risk, 1),
-                                       "; ".join(self._texts(reasons, order, now, x, "en")))
+                                       "; ".join(self._texts(reasons, order, now, x, "en")),
+                                       "；".join(self._texts(reasons, order, now, x, "zh")))
                 if alert is not None:
                     out.append(alert)
         elif risk < self.t.risk_review:

@@ -31,7 +31,8 @@ class SettlementMissing(InstantOrderDetector):
             how = (f"settle {data['result']}" if data["action"] == "settle"
                    else f"{data['source']} {data['action']}")
             self.book.propose(event.order_no, {"order_no": event.order_no}, event.ts, 1.0,
-                              f"marked completed by {how} without a successful settlement")
+                              f"marked completed by {how} without a successful settlement",
+                              f"由 {how} 标记为已完成，但没有成功的结算")
         return []
 
     def forget(self, order_no: str, now: float) -> list[Alert]:

@@ -71,7 +71,8 @@ class SilentShipment:
                 key, {"order_no": key[0], "carrier": waybill.carrier,
                       "warehouse": waybill.warehouse}, due, round(silent / 3600, 2),
                 f"{waybill.carrier} waybill {key[1]} silent for {duration_text(silent)} "
-                "since shipping")
+                "since shipping",
+                f"{waybill.carrier} 运单 {key[1]} 发货后 {duration_text(silent, 'zh')}无揽收/轨迹")
             if alert is not None:
                 out.append(alert)
             if first is not None:

@@ -49,7 +49,8 @@ class IllegalTransition(InstantOrderDetector):
                              "source": source},
             event.ts, 1.0,
             f"{source} {event.data['action']} moved the order {prev} → {new}, which the "
-            "state machine does not allow")
+            "state machine does not allow",
+            f"{source} {event.data['action']} 将订单从 {prev} 改为 {new}，状态机不允许此流转")
         return []
 
 
@@ -76,7 +77,8 @@ class StatusFlapping(InstantOrderDetector):
             self.book.propose(
                 event.order_no, {"order_no": event.order_no, "statuses": pair}, event.ts,
                 float(count),
-                f"status alternated {pair} {count} times within {self.window / 3600:.0f} h")
+                f"status alternated {pair} {count} times within {self.window / 3600:.0f} h",
+                f"{self.window / 3600:.0f} 小时内状态在 {pair} 间来回 {count} 次")
         return []
 
     @staticmethod

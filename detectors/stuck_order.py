@@ -57,7 +57,9 @@ class StuckOrder:
                 order_no, {"order_no": order_no, "status": status}, due,
                 round((due - since) / 3600, 2),
                 f"in {status} for {duration_text(due - since)}, waiting for "
-                f"{sm.WAITS[status].waits_for}")
+                f"{sm.WAITS[status].waits_for}",
+                f"处于 {status} 已 {duration_text(due - since, 'zh')}，等待"
+                f"{sm.WAITS[status].waits_for_zh}")
             if alert is not None:
                 out.append(alert)
         return out

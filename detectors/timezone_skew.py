@@ -43,5 +43,7 @@ class TimezoneSkew(InstantOrderDetector):
                 event.order_no, {"order_no": event.order_no, "offset_hours": f"{hours:+d}"},
                 event.ts, float(hours),
                 f"client time {client} is exactly {abs(hours)} h "
-                f"{'behind' if hours > 0 else 'ahead of'} the server's: a time-zone bug")
+                f"{'behind' if hours > 0 else 'ahead of'} the server's: a time-zone bug",
+                f"客户端时间 {client} 比服务端{'慢' if hours > 0 else '快'}整 {abs(hours)} 小时："
+                "时区 bug")
         return []

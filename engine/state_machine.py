@@ -75,13 +75,14 @@ class Wait:
     status: str
     waits_for: str
     limit_s: float | None  # None: the limit is the order's own (payment grace period)
+    waits_for_zh: str = ""
 
 
 WAITS: dict[str, Wait] = {
-    PENDING_PAYMENT: Wait(PENDING_PAYMENT, "the buyer's payment", None),
-    PENDING_REVIEW: Wait(PENDING_REVIEW, "a reviewer's approval", 2 * HOUR),
-    AWAITING_SHIPMENT: Wait(AWAITING_SHIPMENT, "the warehouse to ship", 48 * HOUR),
-    PENDING_SETTLEMENT: Wait(PENDING_SETTLEMENT, "settlement / split", 72 * HOUR),
+    PENDING_PAYMENT: Wait(PENDING_PAYMENT, "the buyer's payment", None, "买家付款"),
+    PENDING_REVIEW: Wait(PENDING_REVIEW, "a reviewer's approval", 2 * HOUR, "审核通过"),
+    AWAITING_SHIPMENT: Wait(AWAITING_SHIPMENT, "the warehouse to ship", 48 * HOUR, "仓库发货"),
+    PENDING_SETTLEMENT: Wait(PENDING_SETTLEMENT, "settlement / split", 72 * HOUR, "结算/分账"),
 }
 
 

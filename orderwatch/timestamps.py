@@ -30,13 +30,14 @@ def from_rfc3339(text: str) -> float:
     return dt.timestamp()
 
 
-def duration_text(seconds: float) -> str:
-    """Human duration for alert summaries: 14 min, 31 h, 2.5 s."""
+def duration_text(seconds: float, language: str = "en") -> str:
+    """Human duration for alert summaries: 14 min, 31 h, 2.5 s (zh: 14 分钟, 31 小时)."""
+    hours, minutes, secs = ("小时", "分钟", "秒") if language == "zh" else ("h", "min", "s")
     if seconds >= 2 * 3600:
-        return f"{seconds / 3600:.0f} h"
+        return f"{seconds / 3600:.0f} {hours}"
     if seconds >= 120:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds:.1f} s"
+        return f"{seconds / 60:.0f} {minutes}"
+    return f"{seconds:.1f} {secs}"
 
 
 __all__ = ["duration_text", "from_rfc3339", "to_datetime", "to_rfc3339", "zone"]

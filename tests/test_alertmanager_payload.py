@@ -13,6 +13,13 @@ def test_a_well_formed_alert_becomes_a_notice():
     notice = from_alertmanager(GOOD)
     assert (notice.alert, notice.severity, dict(notice.labels)) == ("X", "critical", {"gw": "a"})
     assert notice.starts_at == 1771812000.0 and notice.ends_at is None
+    assert notice.summary == "s" and notice.summary_zh == ""
+
+
+def test_the_rules_chinese_summary_reaches_the_notice():
+    """dashboards/prometheus/rules.yml gives every alert a summary_zh annotation."""
+    notice = from_alertmanager({**GOOD, "annotations": {"summary": "s", "summary_zh": "中文"}})
+    assert (notice.summary, notice.summary_zh) == ("s", "中文")
 
 
 @pytest.mark.parametrize(("alert", "reason"), [

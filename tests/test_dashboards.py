@@ -219,3 +219,14 @@ def test_promtool_checks_and_tests_the_rules():
     tests = subprocess.run([promtool, "test", "rules", "rules.test.yml"], capture_output=True,
                            text=True, cwd=RULES.parent)
     assert tests.returncode == 0, tests.stdout + tests.stderr
+
+
+def test_every_alerting_rule_has_a_chinese_summary_for_the_robots():
+    """The relay's robot messages are Chinese by default: a rule without `summary_zh`
+    would put its English summary in a Chinese frame."""
+    rules = [rule for group in yaml.safe_load(RULES.read_text())["groups"]
+             for rule in group["rules"] if "alert" in rule]
+    assert rules
+    for rule in rules:
+        zh = rule["annotations"].get("summary_zh", "")
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in zh), rule["alert"]

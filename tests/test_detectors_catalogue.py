@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from orderwatch.config import Thresholds
 from orderwatch.detectors.base import run_on
 from orderwatch.detectors.callback_health import CallbackCertExpired
@@ -34,6 +36,7 @@ def test_cert_expired_fires_on_the_first_error_and_resolves_after_quiet():
         ("firing", {"gateway": "wechatpay"}, T0),
         ("resolved", {"gateway": "wechatpay"}, T0)]
     assert alerts[1].ends_at == T0 + 120 + 30 * MIN
+    assert alerts[0].summary_zh == "wechatpay：回调通知因 CERTIFICATE_EXPIRED 失败，请更换平台证书"
 
 
 def test_cert_expired_ignores_other_errors():
@@ -177,6 +180,7 @@ def test_backlog_fires_when_too_many_old_orders_still_pend_and_resolves():
                     until=T0 + 10 * HOUR)
     assert [a.status for a in alerts] == ["firing", "resolved"]
     assert alerts[0].labels == {}
+    assert re.fullmatch(r"2–24 小时前创建的 \d+ 单中 [\d.]+% 仍为待支付", alerts[0].summary_zh)
     # stuck orders start counting once 2 h old: 5% of the window is exceeded a minute
     # or two after the first of them crosses the age
     assert T0 + 3 * HOUR < alerts[0].starts_at < T0 + 3 * HOUR + 10 * MIN

@@ -42,6 +42,7 @@ def test_a_gateway_creeping_from_1_to_6_percent_fires_before_5_percent():
     observed, expected = map(float, re.search(r"= ([\d.]+), usually about ([\d.]+)",
                                               first.summary).groups())
     assert abs(expected - 0.99) < 0.002 and 0.94 < observed < expected
+    assert first.summary_zh.startswith(f"{first.labels['series']} = {observed:.4g}，通常约 ")
 
 
 def test_it_resolves_after_calm_minutes_and_ignores_unwatched_series():
