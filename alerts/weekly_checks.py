@@ -43,8 +43,8 @@ class Week:
 
     @classmethod
     def parse(cls, text: str, tz: str) -> Week:
-        """'2026-W08' (ISO 8601 week), in the years OrderWatch stores (1970–2099), with
-        the week before it (the report's comparison) as well."""
+        """'2026-W08' (ISO 8601 week) from 1971 to 2098: the week and the one before it
+        (the report's comparison) lie in the years OrderWatch stores, 1970 to 2099."""
         found = re.fullmatch(r"(\d{4})-W(\d{2})", text.strip(), re.IGNORECASE)
         if found is None:
             raise ValueError(f"week must look like 2026-W08, got {text!r}")

@@ -68,7 +68,7 @@ def parse_dsn(dsn: str, default_database: str = "orderwatch") -> Target:
         raise ConfigError(f"unsupported ClickHouse DSN {redact(dsn)!r}: use "
                           "chdb:///path or http://host:8123/database")
     try:
-        port = parts.port or 8123
+        port = parts.port or (8443 if scheme == "https" else 8123)  # ClickHouse's defaults
     except ValueError:
         raise ConfigError(f"ClickHouse DSN {redact(dsn)!r}: the port after "
                           f"{parts.hostname!r} must be a number from 1 to 65535") from None

@@ -55,6 +55,7 @@ def test_a_dsn_port_that_is_no_number_is_a_configuration_error():
         parse_dsn("http://ow:s3cret@ch:80a/shop")
     assert "s3cret" not in str(refused.value)
     assert parse_dsn("http://ch").port == 8123 and parse_dsn("http://ch").username == "default"
+    assert parse_dsn("https://ch/x").port == 8443  # was 8123, ClickHouse's plain HTTP port
 
 
 def test_raw_data_expires_by_arrival_time_not_event_time(chdb):
