@@ -654,11 +654,13 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.alerts.robot_notifier import RobotNotifier
     from orderwatch.engine.simulator import SimConfig
+    from orderwatch.pipelines.http_endpoint import check_listen
     from orderwatch.pipelines.runner import execute
     from orderwatch.pipelines.sources import EngineSource
 
     _check_warm_up(args)
     settings = _with_dsn(settings, None, args.data)
+    check_listen(settings.metrics_host, settings.metrics_port)  # before the banner
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
     config = SimConfig(seed=seed, orders=None, orders_per_minute=args.orders_per_minute,
                        faults=args.faults, start=time.time(),

@@ -10,6 +10,7 @@ address.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
@@ -144,6 +145,22 @@ def _tsv_field(text: str) -> str:
     return text.translate(_TSV_ESCAPES)
 
 
+def check_listen(host: str, port: int) -> None:
+    """Fail before any work (a banner, a data directory) if `host:port` cannot be served:
+    binding for real comes later, once there is something to serve."""
+    try:
+        with socket.socket(ThreadingWSGIServer.address_family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            probe.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        raise _cannot_listen(host, port, exc) from None
+
+
+def _cannot_listen(host: str, port: int, exc: Exception) -> ConfigError:
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return ConfigError(f"cannot listen on {host}:{port}: {reason}")
+
+
 def serve(exporter: Exporter, host: str, port: int, query: QueryRunner | None = None):
     """Serve /metrics (and /query on loopback) in a daemon thread; returns the server."""
     return serve_wsgi(make_app(exporter, query if is_loopback(host) else None), host, port,
@@ -156,7 +173,6 @@ def serve_wsgi(app: Callable, host: str, port: int, name: str):
     try:
         server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_Quiet)
     except (OSError, OverflowError) as exc:  # in use, not ours, no such host, out of range
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from None
+        raise _cannot_listen(host, port, exc) from None
     threading.Thread(target=server.serve_forever, daemon=True, name=name).start()
     return server

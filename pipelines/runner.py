@@ -33,7 +33,7 @@ from orderwatch.pipelines.clickhouse_client import (
 from orderwatch.pipelines.clickhouse_schema import migrate, settle
 from orderwatch.pipelines.dataflow import build_flow
 from orderwatch.pipelines.decoding import Chunk
-from orderwatch.pipelines.http_endpoint import serve
+from orderwatch.pipelines.http_endpoint import check_listen, serve
 from orderwatch.pipelines.prometheus_export import Exporter
 from orderwatch.pipelines.reader import read_only
 from orderwatch.pipelines.sinks import AlertSink, ClickHouseSink
@@ -230,6 +230,9 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
             cluster: Cluster = Cluster(), recovery: Recovery | None = None,
             warm_up_left_s: Callable[[], float | None] = lambda: None) -> Summary:
     target = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database)
+    port = settings.metrics_port + cluster.process_id
+    if serve_metrics:  # before the data directory is made
+        check_listen(settings.metrics_host, port)
     if cluster.leader and held_by_another_process(target):
         raise ConfigError(f"{target.dsn} is open in another process (chDB allows one per data "
                           "directory): stop it, or give another --clickhouse or --data")
@@ -241,8 +244,7 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
     server = None
     if serve_metrics:  # /query: the embedded data, which no other process can open
         query = read_only(target) if target.embedded and cluster.leader else None
-        server = serve(exporter, settings.metrics_host,
-                       settings.metrics_port + cluster.process_id, query)
+        server = serve(exporter, settings.metrics_host, port, query)
     alerts: Counter = Counter()
 
     def count(alert: Alert) -> None:

@@ -362,6 +362,8 @@ def test_a_port_that_cannot_be_listened_on_is_one_line_exit_2(tmp_path):
     for result in (relay, run):  # were exit 1: "error: [Errno 98] Address already in use"
         assert result.returncode == 2, result.stderr
         assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    # before its banner and its data directory (they came first, then the error)
+    assert run.stdout == "" and not (tmp_path / "data").exists(), run.stdout
     assert relay.stderr.count("\n") == 1, relay.stderr
     huge = orderwatch("relay", "--robots", str(robots), "--port", "99999", timeout=60)
     assert huge.returncode == 2 and "cannot listen on 127.0.0.1:99999" in huge.stderr
