@@ -407,7 +407,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         publisher.close()
     where = " and ".join(w for w in (args.out, args.brokers and f"Kafka at {args.brokers}")
                          if w)
-    print(f"wrote {count:,} events for {args.orders:,} orders to {where}"
+    orders = f"{args.orders:,} orders" + (  # the in-flight ones are not counted on their own
+        f" and those in flight from {args.warm_start:g} day(s) of trading before"
+        if args.warm_start else "")
+    print(f"wrote {count:,} events for {orders} to {where}"
           + (f", {len(labels):,} fault labels to {args.labels}" if args.labels else ""))
     return 0
 

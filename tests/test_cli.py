@@ -161,6 +161,9 @@ def test_simulate_warm_start_sends_orders_already_in_flight(tmp_path):
     created = {e["order_no"] for e in events if e.get("action") == "create"}
     assert len(created) == 50
     assert len({e["order_no"] for e in events}) > 2 * len(created)
+    # it said "for 50 orders", of the more than 150 the file holds
+    assert f"events for 50 orders and those in flight from 1 day(s) of trading before to {out}" \
+        in result.stdout, result.stdout
 
 
 def test_ctrl_c_during_a_warm_up_stops_cleanly():
