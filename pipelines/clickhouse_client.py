@@ -22,7 +22,6 @@ import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from orderwatch.config import ConfigError, path_problem
-from orderwatch.redaction import redact
 
 _clients: dict[str, object] = {}
 _read_only_clients: dict[str, object] = {}
@@ -48,10 +47,18 @@ class Target:
         return self.dsn[len("chdb://"):]
 
     def redacted(self) -> str:
-        if self.embedded or not self.password:
-            return self.dsn
-        scheme, _, rest = self.dsn.partition("://")
-        return f"{scheme}://{self.username}:***@{rest.rpartition('@')[2]}"
+        return _without_password(self.dsn)
+
+
+def _without_password(dsn: str) -> str:
+    """The DSN as it may be shown: its password, up to the last @, starred. Parsed as
+    `parse_dsn` parses it, so no character of the password (a space, a quote) shows."""
+    scheme, sep, rest = dsn.partition("://")
+    userinfo, at, address = rest.rpartition("@")
+    if not sep or not at:
+        return dsn
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{address}"
 
 
 def parse_dsn(dsn: str, default_database: str = "orderwatch") -> Target:
@@ -65,12 +72,12 @@ def parse_dsn(dsn: str, default_database: str = "orderwatch") -> Target:
     hostport, _, path = address.partition("/")
     parts = urlsplit(f"{scheme}://{hostport}")
     if scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"unsupported ClickHouse DSN {redact(dsn)!r}: use "
+        raise ConfigError(f"unsupported ClickHouse DSN {_without_password(dsn)!r}: use "
                           "chdb:///path or http://host:8123/database")
     try:
         port = parts.port or (8443 if scheme == "https" else 8123)  # ClickHouse's defaults
     except ValueError:
-        raise ConfigError(f"ClickHouse DSN {redact(dsn)!r}: the port after "
+        raise ConfigError(f"ClickHouse DSN {_without_password(dsn)!r}: the port after "
                           f"{parts.hostname!r} must be a number from 1 to 65535") from None
     username, _, password = userinfo.partition(":")
     return Target(dsn, _database(path.strip("/") or default_database), False, parts.hostname,

@@ -39,7 +39,7 @@ def test_dsn_parsing():
             parse_dsn(bad)
 
 
-@pytest.mark.parametrize("password", ["p@ss", "a/b", "x#y", "q?r", "%2F+ok", "plain"])
+@pytest.mark.parametrize("password", ["p@ss", "a/b", "x#y", "q?r", "%2F+ok", "plain", "sp ace'q"])
 def test_a_server_password_may_hold_what_a_url_reserves(password):
     """docker-compose pastes CLICKHOUSE_PASSWORD into the DSN unchanged; "x#y" used to
     end in "Port could not be cast to integer value as 'x'", "a/b" in a database 'b@ch'."""
@@ -54,6 +54,9 @@ def test_a_dsn_port_that_is_no_number_is_a_configuration_error():
     with pytest.raises(ConfigError, match=r"port after 'ch' must be a number") as refused:
         parse_dsn("http://ow:s3cret@ch:80a/shop")
     assert "s3cret" not in str(refused.value)
+    with pytest.raises(ConfigError) as quoted:  # the log redaction stops at a quote
+        parse_dsn("http://ow:it's secret@ch:80a/shop")
+    assert "secret" not in str(quoted.value) and "http://ow:***@ch:80a" in str(quoted.value)
     assert parse_dsn("http://ch").port == 8123 and parse_dsn("http://ch").username == "default"
     assert parse_dsn("https://ch/x").port == 8443  # was 8123, ClickHouse's plain HTTP port
 
