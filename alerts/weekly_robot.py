@@ -4,7 +4,9 @@ Posting: the markdown to every chosen robot, and the trend chart as a WeCom imag
 robots cannot take an uploaded image, so their markdown carries the days as text bars
 (`weekly_text.trend_lines`) and points at the HTML report for the chart. Throttled
 or failing robots are retried with backoff for a few minutes. A ledger in the state
-directory records which robots got which week, so a restart on Monday does not post twice.
+directory records which robots got which week, so a restart on Monday does not post twice,
+and the time the next report is due, so a report that fell due while OrderWatch was
+stopped goes out when it starts again (as a systemd timer with `Persistent=true` does).
 """
 
 from __future__ import annotations
@@ -118,26 +120,62 @@ def next_run(now: float, schedule: WeeklySchedule, tz: str) -> float:
     return at.timestamp()
 
 
+def last_run(now: float, schedule: WeeklySchedule, tz: str) -> float:
+    """The latest scheduled moment at or before `now`."""
+    local = datetime.fromtimestamp(now, zone(tz))
+    at = local.replace(hour=schedule.hour, minute=schedule.minute, second=0, microsecond=0)
+    at -= timedelta(days=(local.weekday() - schedule.weekday) % 7)
+    if at.timestamp() > now:
+        at -= timedelta(days=7)
+    return at.timestamp()
+
+
+NEXT_DUE = "next_due"  # the ledger's one key that is not a week
+
+
 class Ledger:
-    """Which robots already got which week's report (a JSON file in the state directory)."""
+    """Which robots already got which week's report, and when the next report is due (a
+    JSON file in the state directory: {"2026-W08": ["ops"], "next_due": 1772071200.0})."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def sent(self) -> dict[str, list[str]]:
+    def _load(self) -> dict:
         try:
-            return orjson.loads(self.path.read_bytes())
+            loaded = orjson.loads(self.path.read_bytes())
         except (OSError, orjson.JSONDecodeError):
             return {}
+        return loaded if isinstance(loaded, dict) else {}
+
+    def sent(self) -> dict[str, list[str]]:
+        return {k: v for k, v in self._load().items() if k != NEXT_DUE}
 
     def record(self, week: Week, robot: str) -> None:
-        sent = self.sent()
-        sent.setdefault(str(week), [])
-        if robot not in sent[str(week)]:
-            sent[str(week)].append(robot)
+        ledger = self._load()
+        sent = ledger.setdefault(str(week), [])
+        if robot not in sent:
+            sent.append(robot)
+        self._save(ledger)
+
+    def next_due(self) -> float | None:
+        """When a running weekly robot last expected to post; None if none ever ran."""
+        due = self._load().get(NEXT_DUE)
+        return float(due) if isinstance(due, int | float) else None
+
+    def expect(self, due: float | None) -> None:
+        """Note when the next report is due (None: the schedule is off)."""
+        ledger = self._load()
+        if ledger.get(NEXT_DUE) != due:
+            if due is None:
+                del ledger[NEXT_DUE]
+            else:
+                ledger[NEXT_DUE] = due
+            self._save(ledger)
+
+    def _save(self, ledger: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(sent))
+        tmp.write_bytes(orjson.dumps(ledger))
         tmp.replace(self.path)
 
 
@@ -159,19 +197,42 @@ class WeeklyRobot(threading.Thread):
         self.woken = threading.Event()  # by stop() or by a new robots file
 
     def run(self) -> None:
+        self._deliver_missed()
         while not self.stopped.is_set():
             schedule, tz = self.schedule, self.settings.display_timezone
             due = next_run(self.clock(), schedule, tz) if schedule.enabled else None
+            self.ledger.expect(due)
             self.woken.wait(None if due is None else max(0.0, due - self.clock()))
             if self.stopped.is_set():
                 return
             self.woken.clear()
             if due is None or self.clock() < due:  # woken early: count again from now
                 continue
-            try:
-                self.deliver(Week.containing(due, tz).previous())
-            except Exception:  # a broken report must not stop the process or next week's
-                log.exception("weekly report failed")
+            self._deliver_guarded(Week.containing(due, self.settings.display_timezone)
+                                  .previous())
+
+    def _deliver_missed(self) -> None:
+        """The report that fell due while no weekly robot was running, if one did: the
+        ledger holds when the last one expected to post next. Only the latest week's."""
+        expected = self.ledger.next_due()
+        now = self.clock()
+        if not self.schedule.enabled or expected is None or expected > now:
+            return
+        tz = self.settings.display_timezone
+        due = max(expected, last_run(now, self.schedule, tz))
+        week = Week.containing(due, tz).previous()
+        if self.config is not None and set(self.config.weekly_robots()) <= set(
+                self.ledger.sent().get(str(week), [])):
+            return  # stopped after posting, before noting the next time
+        log.warning("the weekly report of %s fell due while OrderWatch was stopped; "
+                    "sending it now", week)
+        self._deliver_guarded(week)
+
+    def _deliver_guarded(self, week: Week) -> None:
+        try:
+            self.deliver(week)
+        except Exception:  # a broken report must not stop the process or next week's
+            log.exception("weekly report failed")
 
     def reconfigure(self, robots: RobotsConfig) -> None:
         """A reloaded robots file (the relay's `POST /-/reload`): its robots and its

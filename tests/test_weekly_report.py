@@ -287,6 +287,53 @@ def test_the_weekly_robot_posts_on_schedule_once_per_week(chdb_dsn, tmp_path):
         fake.stop()
 
 
+def test_a_report_that_fell_due_while_stopped_goes_out_at_the_next_start(chdb_dsn, tmp_path):
+    """A restart at 10:05 on a Monday (a deploy) used to skip that week's report: the
+    schedule only looked forward. The ledger now holds when the next report was due."""
+    from orderwatch.alerts.robot_config import load_robots
+    from orderwatch.alerts.weekly_robot import Ledger, WeeklyRobot
+    from orderwatch.config import Settings
+    from orderwatch.pipelines.clickhouse_client import connect, parse_dsn
+    from orderwatch.pipelines.clickhouse_schema import migrate
+    from orderwatch.pipelines.reader import reader
+
+    migrate(connect(parse_dsn(chdb_dsn)), "weekly_missed")
+    fake = FakeRobots(time.time, wecom_keys={"wk"})
+    path = tmp_path / "robots.yml"
+    path.write_text("robots:\n  ops: {kind: wecom, url_env: U}\n")
+    config = load_robots(path, {"U": f"{fake.start()}/cgi-bin/webhook/send?key=wk"})
+
+    def start_and_stop(state: str, at: str) -> Ledger:
+        """A weekly robot started at local time `at` and stopped once it waits."""
+        settings = Settings(clickhouse_dsn=chdb_dsn, clickhouse_database="weekly_missed",
+                            state_dir=str(tmp_path / state))
+        offset = from_rfc3339(at) - time.time()
+        robot = WeeklyRobot(reader(settings), settings, config,
+                            clock=lambda: time.time() + offset)
+        ledger = robot.ledger
+        robot.start()
+        deadline = time.time() + 30
+        while (ledger.next_due() or 0) <= robot.clock() and time.time() < deadline:
+            time.sleep(0.05)
+        robot.stop()
+        robot.join(5)
+        return ledger
+
+    try:
+        before = start_and_stop("state", "2026-03-01T22:00:00+08:00")  # Sunday night
+        assert before.next_due() == from_rfc3339("2026-03-02T10:00:00+08:00")
+        assert fake.received == []
+        after = start_and_stop("state", "2026-03-02T10:05:00+08:00")  # down over 10:00
+        assert [r.payload["msgtype"] for r in fake.received] == ["markdown", "image"]
+        assert "2026-W09" in fake.received[0].text
+        assert after.next_due() == from_rfc3339("2026-03-09T10:00:00+08:00")
+        start_and_stop("state", "2026-03-02T10:30:00+08:00")  # a second restart
+        start_and_stop("fresh", "2026-03-02T10:30:00+08:00")  # a first start ever
+        assert len(fake.received) == 2
+    finally:
+        fake.stop()
+
+
 def test_a_failing_robot_is_retried_and_every_retry_is_said(chdb_dsn, tmp_path, caplog):
     """The retries take minutes in all; `report weekly --send` used to stay silent
     through them."""
