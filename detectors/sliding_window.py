@@ -13,20 +13,35 @@ MINUTE = 60
 
 
 class SlidingCounts:
-    __slots__ = ("_buckets", "_done", "_w", "width")
+    __slots__ = ("_buckets", "_done", "_end", "_new", "_w", "width")
 
     def __init__(self, window_s: float, width: int) -> None:
         self._w = max(1, round(window_s / MINUTE))  # window length in buckets
         self.width = width
         self._buckets: dict[str, dict[int, list[float]]] = {}
         self._done: dict[str, int] = {}  # per key: last boundary (minute index) evaluated
+        # `windows` is called for every event: between two boundaries only keys that are
+        # new since the last call can have a window to give (every other key is done up to
+        # `_end`), so only those are looked at; with thousands of keys (a gateway name per
+        # order from a broken feed) going through all of them made each event cost O(keys)
+        self._end: int | None = None
+        self._new: dict[str, None] = {}  # a set kept in insertion order: alerts come in it
+
+    def __setstate__(self, state: tuple[None, dict]) -> None:
+        # a recovery snapshot pickled before `_end` and `_new` existed: all keys are looked at
+        self._end, self._new = None, {}
+        for name, value in state[1].items():
+            setattr(self, name, value)
 
     def add(self, key: str, ts: float, values: list[float]) -> None:
         minute = int(ts // MINUTE)
         done = self._done.get(key)
         if done is not None and minute < done - self._w:
             return  # later than any window that can still be evaluated
-        buckets = self._buckets.setdefault(key, {})
+        buckets = self._buckets.get(key)
+        if buckets is None:
+            buckets = self._buckets[key] = {}
+            self._new[key] = None
         bucket = buckets.get(minute)
         if bucket is None:
             buckets[minute] = list(values)
@@ -41,9 +56,15 @@ class SlidingCounts:
         """
         end = int(now // MINUTE)
         w = self._w
-        for key in list(self._buckets):
-            buckets = self._buckets[key]
-            b = self._done.get(key, min(buckets) if buckets else end) + 1
+        keys = list(self._new) if end == self._end else list(self._buckets)
+        self._end = end
+        self._new.clear()
+        for key in keys:
+            buckets = self._buckets.get(key)
+            if buckets is None:
+                continue
+            done = self._done.get(key)
+            b = (done if done is not None else min(buckets) if buckets else end) + 1
             while b <= end:
                 sums = [0.0] * self.width
                 seen = False
