@@ -13,6 +13,7 @@ from orderwatch.detectors.duplicate_submission import DuplicateOrder, DuplicateS
 from orderwatch.detectors.lock_contention import LockContention, LockTtlOverrun
 from orderwatch.detectors.payment_backlog import PendingPaymentBacklog
 from orderwatch.detectors.premature_cancel import PrematureTimeoutCancel
+from orderwatch.detectors.series_limit import DEFAULT_CAP
 from orderwatch.detectors.settlement import SettlementMissing
 from orderwatch.detectors.silent_shipment import SilentShipment
 from orderwatch.detectors.status_transitions import IllegalTransition, StatusFlapping
@@ -36,7 +37,8 @@ def order_detectors(thresholds: Thresholds) -> list:
     ]
 
 
-def aggregate_detectors(thresholds: Thresholds) -> list:
+def aggregate_detectors(thresholds: Thresholds,
+                        max_series_per_dimension: int = DEFAULT_CAP) -> list:
     """Detectors keyed by a dimension (gateway, lock family, user, everything)."""
     return [
         CallbackFailureRate(thresholds),
@@ -44,5 +46,5 @@ def aggregate_detectors(thresholds: Thresholds) -> list:
         LockContention(thresholds),
         DuplicateOrder(thresholds),
         PendingPaymentBacklog(thresholds),
-        ChannelDegraded(thresholds),
+        ChannelDegraded(thresholds, max_series_per_dimension),
     ]

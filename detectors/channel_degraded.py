@@ -15,6 +15,7 @@ from collections import deque
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
 from orderwatch.detectors.base import Alert, AlertBook
 from orderwatch.detectors.order_book import OrderState
+from orderwatch.detectors.series_limit import DEFAULT_CAP, SeriesLimit
 from orderwatch.events import Event
 
 Verdict = tuple[float, str, bool]  # (verdict time, order_no, risk reached the threshold)
@@ -22,17 +23,24 @@ Verdict = tuple[float, str, bool]  # (verdict time, order_no, risk reached the t
 
 class ChannelDegraded:
     name = "channel_degraded"
+    limit: SeriesLimit | None = None  # class default: older snapshots get one when used
 
-    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
+    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS,
+                 max_series_per_dimension: int = DEFAULT_CAP) -> None:
         self.streak = thresholds.channel_streak
         self.book = AlertBook(self.name, "critical")
         self._recent: dict[str, deque[bool]] = {}
+        self.limit = SeriesLimit(max_series_per_dimension, self.name)
 
     def route(self, event: Event, order: OrderState) -> list:
         return []  # fed verdicts by the risk scorer, not events
 
     def learn_one(self, verdict: Verdict, channel: str) -> list[Alert]:
         at, order_no, high = verdict
+        if self.limit is None:
+            self.limit = SeriesLimit(what=self.name, kept=(("channel", c) for c in self._recent))
+        if not self.limit.admits("channel", channel):
+            return []
         recent = self._recent.setdefault(channel, deque(maxlen=self.streak))
         recent.append(high)
         highs = sum(recent)

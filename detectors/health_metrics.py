@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from orderwatch.detectors import wait_histogram
 from orderwatch.detectors.callback_health import notify_failed
 from orderwatch.detectors.lock_contention import lock_family
+from orderwatch.detectors.series_limit import DEFAULT_CAP, SeriesLimit
 from orderwatch.events import Event
 
 MINUTE = 60
@@ -22,6 +23,7 @@ MINUTE = 60
 # duplicate is a detector's verdict). Once such a series has appeared, a minute without
 # one is a zero, not a gap, so charts and `metric_anomaly` see the quiet minutes too.
 RARE_COUNTS = frozenset({"dead_letters", "duplicate_ship_requests"})
+ZERO_FILLED = "zero-filled health series"  # what the series limit's warning names
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +127,13 @@ class Partials:
 class HealthMetrics:
     """Merges partials of the dimensions routed to it; emits minutes event time has passed."""
 
-    def __init__(self) -> None:
+    limit: SeriesLimit | None = None  # class default: older snapshots get one when used
+
+    def __init__(self, max_series_per_dimension: int = DEFAULT_CAP) -> None:
         self.open = Partials()
         self.rare: dict[tuple[str, str, str], int] = {}  # rare count series → last minute
+        # zero-filled every minute from their first count on: a bounded number of them
+        self.limit = SeriesLimit(max_series_per_dimension, ZERO_FILLED)
         self.closed_before: int | None = None  # minutes before this one were emitted
 
     def merge(self, cells: dict) -> None:
@@ -187,8 +193,11 @@ class HealthMetrics:
             series = (metric, dim, value)
             if metric in RARE_COUNTS and minute < last_closed and series not in self.rare:
                 first[series] = min(first.get(series, minute), minute)
+        if self.limit is None:
+            self.limit = SeriesLimit(what=ZERO_FILLED, kept=((d, v) for _, d, v in self.rare))
         for series, minute in first.items():
-            self.rare[series] = minute - 1
+            if self.limit.admits(series[1], series[2]):
+                self.rare[series] = minute - 1
         for (metric, dim, value), last in self.rare.items():
             for minute in range(last + 1, last_closed):
                 cells.setdefault((minute, metric, dim, value), [0.0])

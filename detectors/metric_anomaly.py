@@ -43,6 +43,7 @@ from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
 from orderwatch.detectors.base import Alert, AlertBook
 from orderwatch.detectors.health_metrics import MINUTE, MetricPoint
 from orderwatch.detectors.series_anomaly import GAP, SeriesAnomaly
+from orderwatch.detectors.series_limit import DEFAULT_CAP, SeriesLimit
 
 COUNTS = frozenset({"events", "orders_created", "carrier_scans", "shipments", "dead_letters",
                     "duplicate_ship_requests"})
@@ -113,8 +114,11 @@ class Chart:
 
 class MetricAnomaly:
     name = "metric_anomaly"
+    limit: SeriesLimit | None = None  # class default: older snapshots get one when used
 
-    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
+    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS,
+                 max_series_per_dimension: int = DEFAULT_CAP) -> None:
+        self.limit = SeriesLimit(max_series_per_dimension, self.name)
         self.warmup = thresholds.metric_anomaly_warmup_points
         self.min_z = thresholds.metric_anomaly_min_z
         self.resolve_after = thresholds.metric_anomaly_resolve_points
@@ -126,6 +130,8 @@ class MetricAnomaly:
         self.book = AlertBook(self.name, "warning")
 
     def learn_one(self, point: MetricPoint) -> list[Alert]:
+        if not self._admits(point):
+            return []
         if point.metric in TRIALS:
             self.trials[(point.dimension, point.dim_value)] = (point.bucket, point.value)
         if point.metric not in WATCHED or not math.isfinite(point.value):
@@ -175,6 +181,12 @@ class MetricAnomaly:
         del self.calm[key]
         alert = self.book.resolve(key, end)
         return [alert] if alert is not None else []
+
+    def _admits(self, point: MetricPoint) -> bool:
+        if self.limit is None:
+            self.limit = SeriesLimit(what=self.name,
+                                     kept=((d, v) for _, d, v in self.series))
+        return self.limit.admits(point.dimension, point.dim_value)
 
     def learn_many(self, points: Iterable[MetricPoint]) -> list[Alert]:
         return [a for p in points for a in self.learn_one(p)]

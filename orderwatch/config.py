@@ -168,6 +168,9 @@ class PipelineSettings:
     max_event_bytes: int = 1 << 20
     clickhouse_batch_rows: int = 20_000
     clickhouse_flush_s: float = 1.0
+    # Values of one dimension (gateway, channel, warehouse, …) that get series of their
+    # own: anomaly state in each aggregate shard, a Prometheus series (beyond it: "other").
+    max_series_per_dimension: int = 1000
 
     def __post_init__(self) -> None:
         _check_values(self, "ORDERWATCH_PIPELINE_")

@@ -35,9 +35,10 @@ class AggregateShard:
 
     def __init__(self, settings: Settings, shard: str = "") -> None:
         self.shard = shard  # set from the first input when built by Bytewax
-        self.detectors = aggregate_detectors(settings.thresholds)
-        self.metrics = HealthMetrics()
-        self.anomaly = MetricAnomaly(settings.thresholds)
+        cap = settings.pipeline.max_series_per_dimension
+        self.detectors = aggregate_detectors(settings.thresholds, cap)
+        self.metrics = HealthMetrics(cap)
+        self.anomaly = MetricAnomaly(settings.thresholds, cap)
         self.upstreams = MinOfUpstreams(settings.pipeline.order_shards)
         self.buffer: ReorderBuffer[tuple[int, str, Any]] = ReorderBuffer()
         self.now = NEVER

@@ -7,6 +7,7 @@ instead of calling `Counter.inc()` once per event.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from orderwatch.detectors import wait_histogram
+from orderwatch.detectors.series_limit import DEFAULT_CAP, SETTING
+
+log = logging.getLogger(__name__)
+OTHER = "other"  # the label value of updates beyond a metric's series limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,10 @@ SPECS: dict[str, Spec] = {
                                                "(retried).", ("table",)),
     "orderwatch_clickhouse_write_seconds": Spec("histogram", "ClickHouse insert latency.",
                                                 ("table",)),
+    "orderwatch_series_folded": Spec(
+        "counter", "Updates beyond the metric's series limit (" + SETTING + "): counted "
+        f"under label value \"{OTHER}\" (counters, histograms) or dropped (gauges).",
+        ("metric",)),
     "orderwatch_alert_latency_seconds": Spec(
         "histogram", "Wall-clock time from the input that made an alert due entering the "
         "pipeline to its notification being written (the alert's own event-time threshold "
@@ -99,7 +108,8 @@ BOUNDS_S = {"orderwatch_lock_wait_seconds": tuple(b / 1000 for b in wait_histogr
 class Exporter(Collector):
     """Totals of everything OrderWatch exposes; thread-safe; a prometheus_client collector."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_series: int = DEFAULT_CAP) -> None:
+        self.max_series = max_series  # per metric; beyond it, label values become "other"
         self._lock = threading.Lock()
         self._values: dict[str, dict[tuple[str, ...], float]] = {n: {} for n in SPECS}
         self._hists: dict[str, dict[tuple[str, ...], list[float]]] = {}
@@ -111,11 +121,27 @@ class Exporter(Collector):
     def inc(self, name: str, labels: tuple[str, ...] = (), amount: float = 1.0) -> None:
         with self._lock:
             series = self._values[name]
+            labels = self._bounded(name, series, labels)
             series[labels] = series.get(labels, 0.0) + amount
 
     def set(self, name: str, labels: tuple[str, ...], value: float) -> None:
         with self._lock:
-            self._values[name][labels] = value
+            series = self._values[name]
+            # beyond the limit a gauge is dropped: one "other" would show the last value
+            if self._bounded(name, series, labels) == labels:
+                series[labels] = value
+
+    def _bounded(self, name: str, series: dict, labels: tuple[str, ...]) -> tuple[str, ...]:
+        """`labels`, or all "other" if they would be a new series beyond the limit (a
+        feed putting ids in a dimension would otherwise grow /metrics without end)."""
+        if not labels or labels in series or len(series) < self.max_series:
+            return labels
+        folded = self._values["orderwatch_series_folded"]
+        if (name,) not in folded:
+            log.warning("%s has %d series (%s); further label values are counted as %r "
+                        "(gauges: dropped)", name, len(series), SETTING, OTHER)
+        folded[(name,)] = folded.get((name,), 0.0) + 1
+        return (OTHER,) * len(labels)
 
     def set_per_shard(self, name: str, shard: str, value: float, combine: str = "sum") -> None:
         with self._lock:
@@ -128,9 +154,11 @@ class Exporter(Collector):
                           total: float) -> None:
         """Add pre-bucketed observations: one count per bound, then +Inf, and their sum."""
         with self._lock:
-            hist = self._hists.setdefault(name, {}).get(labels)
+            series = self._hists.setdefault(name, {})
+            labels = self._bounded(name, series, labels)
+            hist = series.get(labels)
             if hist is None:
-                hist = self._hists[name][labels] = [0.0] * (len(bucket_counts) + 1)
+                hist = series[labels] = [0.0] * (len(bucket_counts) + 1)
             for i, count in enumerate(bucket_counts):
                 hist[i] += count
             hist[-1] += total

@@ -240,7 +240,7 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
     if client is not None:
         with write_lock:
             migrate(client, target.database)
-    exporter = exporter or Exporter()
+    exporter = exporter or Exporter(settings.pipeline.max_series_per_dimension)
     server = None
     if serve_metrics:  # /query: the embedded data, which no other process can open
         query = read_only(target) if target.embedded and cluster.leader else None
