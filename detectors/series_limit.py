@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CAP = 1000
 SETTING = "ORDERWATCH_PIPELINE_MAX_SERIES_PER_DIMENSION"
+_warned: set[tuple[str, str]] = set()  # (what, dimension): once per process, not per shard
 
 
 class SeriesLimit:
@@ -38,7 +39,8 @@ class SeriesLimit:
         if len(values) < self.cap:
             values.add(value)
             return True
-        if dimension not in self.refused:
+        if (self.what, dimension) not in _warned:
+            _warned.add((self.what, dimension))
             log.warning("%s: %s has reached %d values (%s); further values of it get no "
                         "state of their own. Does the feed put ids in %s?", self.what,
                         dimension, self.cap, SETTING, dimension)
