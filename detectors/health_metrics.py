@@ -20,9 +20,10 @@ from orderwatch.events import Event
 
 MINUTE = 60
 # Counts of rare things, measured from outside `measure()` (a dead letter has no event; a
-# duplicate is a detector's verdict). Once such a series has appeared, a minute without
-# one is a zero, not a gap, so charts and `metric_anomaly` see the quiet minutes too.
+# duplicate is a detector's verdict). For a day after such a series counted, a minute
+# without one is a zero, not a gap, so charts and `metric_anomaly` see the quiet minutes.
 RARE_COUNTS = frozenset({"dead_letters", "duplicate_ship_requests"})
+ZERO_FILL_MINUTES = 24 * 60
 ZERO_FILLED = "zero-filled health series"  # what the series limit's warning names
 
 
@@ -127,11 +128,14 @@ class Partials:
 class HealthMetrics:
     """Merges partials of the dimensions routed to it; emits minutes event time has passed."""
 
-    limit: SeriesLimit | None = None  # class default: older snapshots get one when used
+    # class defaults: snapshots from before these existed get them when first used
+    limit: SeriesLimit | None = None
+    rare_counted: dict[tuple[str, str, str], int] | None = None
 
     def __init__(self, max_series_per_dimension: int = DEFAULT_CAP) -> None:
         self.open = Partials()
         self.rare: dict[tuple[str, str, str], int] = {}  # rare count series → last minute
+        self.rare_counted: dict[tuple[str, str, str], int] = {}  # → last minute counted
         # zero-filled every minute from their first count on: a bounded number of them
         self.limit = SeriesLimit(max_series_per_dimension, ZERO_FILLED)
         self.closed_before: int | None = None  # minutes before this one were emitted
@@ -188,17 +192,33 @@ class HealthMetrics:
 
     def _zero_fill(self, last_closed: int) -> None:
         cells = self.open.cells
+        if self.rare_counted is None:  # a snapshot from before it: as if counted when filled
+            self.rare_counted = dict(self.rare)
         first: dict[tuple[str, str, str], int] = {}  # of series never seen before
-        for minute, metric, dim, value in cells:
+        counted: dict[tuple[str, str, str], int] = {}  # latest minute with a count
+        for (minute, metric, dim, value), amounts in cells.items():
+            if metric not in RARE_COUNTS or minute >= last_closed:
+                continue
             series = (metric, dim, value)
-            if metric in RARE_COUNTS and minute < last_closed and series not in self.rare:
+            if series not in self.rare:
                 first[series] = min(first.get(series, minute), minute)
+            if amounts[0] and minute > counted.get(series, -1):
+                counted[series] = minute
         if self.limit is None:
             self.limit = SeriesLimit(what=ZERO_FILLED, kept=((d, v) for _, d, v in self.rare))
         for series, minute in first.items():
             if self.limit.admits(series[1], series[2]):
                 self.rare[series] = minute - 1
-        for (metric, dim, value), last in self.rare.items():
-            for minute in range(last + 1, last_closed):
-                cells.setdefault((minute, metric, dim, value), [0.0])
-            self.rare[(metric, dim, value)] = max(last, last_closed - 1)
+        for series, minute in counted.items():
+            if series in self.rare:
+                self.rare_counted[series] = max(minute, self.rare_counted.get(series, minute))
+        for series, last in list(self.rare.items()):
+            # zeros for a day after the last count, not for ever: event time jumping 30
+            # years ahead (a clock that far off) made 15 million cells per series
+            until = min(last_closed, self.rare_counted[series] + ZERO_FILL_MINUTES + 1)
+            for minute in range(last + 1, until):
+                cells.setdefault((minute, *series), [0.0])
+            if until < last_closed:  # quiet for a day: a gap until it counts again
+                del self.rare[series], self.rare_counted[series]
+            else:
+                self.rare[series] = max(last, last_closed - 1)
