@@ -136,7 +136,7 @@ class HealthMetrics:
         self.open = Partials()
         self.rare: dict[tuple[str, str, str], int] = {}  # rare count series → last minute
         self.rare_counted: dict[tuple[str, str, str], int] = {}  # → last minute counted
-        # zero-filled every minute from their first count on: a bounded number of them
+        # rare series zero-filled for a day after each count: a bounded number of them
         self.limit = SeriesLimit(max_series_per_dimension, ZERO_FILLED)
         self.closed_before: int | None = None  # minutes before this one were emitted
 
