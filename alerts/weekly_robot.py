@@ -112,22 +112,21 @@ def _post_with_retries(client: httpx.Client, robot: Robot, payload: dict,
 
 def next_run(now: float, schedule: WeeklySchedule, tz: str) -> float:
     """The first scheduled moment strictly after `now`."""
+    return _next_moment(now, schedule, tz).timestamp()
+
+
+def last_run(now: float, schedule: WeeklySchedule, tz: str) -> float:
+    """The latest scheduled moment at or before `now`: a week before the next one."""
+    return (_next_moment(now, schedule, tz) - timedelta(days=7)).timestamp()
+
+
+def _next_moment(now: float, schedule: WeeklySchedule, tz: str) -> datetime:
     local = datetime.fromtimestamp(now, zone(tz))
     at = local.replace(hour=schedule.hour, minute=schedule.minute, second=0, microsecond=0)
     at += timedelta(days=(schedule.weekday - local.weekday()) % 7)
     if at.timestamp() <= now:
         at += timedelta(days=7)
-    return at.timestamp()
-
-
-def last_run(now: float, schedule: WeeklySchedule, tz: str) -> float:
-    """The latest scheduled moment at or before `now`."""
-    local = datetime.fromtimestamp(now, zone(tz))
-    at = local.replace(hour=schedule.hour, minute=schedule.minute, second=0, microsecond=0)
-    at -= timedelta(days=(local.weekday() - schedule.weekday) % 7)
-    if at.timestamp() > now:
-        at -= timedelta(days=7)
-    return at.timestamp()
+    return at
 
 
 NEXT_DUE = "next_due"  # the ledger's one key that is not a week
@@ -208,8 +207,7 @@ class WeeklyRobot(threading.Thread):
             self.woken.clear()
             if due is None or self.clock() < due:  # woken early: count again from now
                 continue
-            self._deliver_guarded(Week.containing(due, self.settings.display_timezone)
-                                  .previous())
+            self._deliver_guarded(Week.containing(due, tz).previous())
 
     def _deliver_missed(self) -> None:
         """The report that fell due while no weekly robot was running, if one did: the
