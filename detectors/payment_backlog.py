@@ -12,7 +12,7 @@ minute boundary, so the cost does not grow with the number of orders.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
 from orderwatch.detectors.base import Alert, AlertBook
@@ -102,21 +102,20 @@ class PendingPaymentBacklog:
         return sorted(changes)
 
     def _slide(self, lo: int, hi: int) -> None:
-        for minute in _present(self.created, self.hi, hi):  # creation minutes entering
+        for minute in _present(self.hi, hi, self.created):  # creation minutes entering
             created = self.created.get(minute, 0)
             self.total += created
             self.pending += created - self.left.get(minute, 0)
-        for minute in _present(self.created.keys() | self.left.keys(), self.lo,
-                               min(lo, hi)):  # leaving it
+        for minute in _present(self.lo, min(lo, hi), self.created, self.left):  # leaving
             created = self.created.pop(minute, 0)
             self.total -= created
             self.pending -= created - self.left.pop(minute, 0)
         self.lo, self.hi = max(self.lo, lo), hi
 
 
-def _present(minutes: Collection[int], lo: int, hi: int) -> Iterable[int]:
-    """The minutes in [lo, hi) that may be among `minutes`: all of them for a short range,
-    else only those present."""
-    if hi - lo <= len(minutes):
+def _present(lo: int, hi: int, *counts: dict[int, int]) -> Iterable[int]:
+    """The minutes in [lo, hi) that may be keys of `counts`: all of them for a range no
+    longer than the keys (the usual one minute), else only the keys present."""
+    if hi - lo <= sum(len(c) for c in counts):
         return range(lo, hi)
-    return sorted(m for m in minutes if lo <= m < hi)
+    return sorted({m for c in counts for m in c if lo <= m < hi})
