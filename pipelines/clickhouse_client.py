@@ -50,12 +50,19 @@ class Target:
         return _without_password(self.dsn)
 
 
-def _without_password(dsn: str) -> str:
-    """The DSN as it may be shown: its password, up to the last @, starred. Parsed as
-    `parse_dsn` parses it, so no character of the password (a space, a quote) shows."""
-    scheme, sep, rest = dsn.partition("://")
+def _split(dsn: str) -> tuple[str, str | None, str]:
+    """(scheme, user:password or None, host:port/path): the last @ ends the credentials,
+    as the host part cannot hold one."""
+    scheme, _, rest = dsn.partition("://")
     userinfo, at, address = rest.rpartition("@")
-    if not sep or not at:
+    return scheme, userinfo if at else None, address
+
+
+def _without_password(dsn: str) -> str:
+    """The DSN as it may be shown: its password starred. Split as `parse_dsn` splits it,
+    so no character of the password (a space, a quote) shows."""
+    scheme, userinfo, address = _split(dsn)
+    if userinfo is None:
         return dsn
     user, colon, _ = userinfo.partition(":")
     return f"{scheme}://{user}{':***' if colon else ''}@{address}"
@@ -67,8 +74,7 @@ def parse_dsn(dsn: str, default_database: str = "orderwatch") -> Target:
         if not path:
             raise ConfigError("chdb:// DSN needs a path, e.g. chdb:///var/lib/orderwatch")
         return Target("chdb://" + os.path.abspath(path), _database(default_database), True)
-    scheme, _, rest = dsn.partition("://")
-    userinfo, _, address = rest.rpartition("@")
+    scheme, userinfo, address = _split(dsn)
     hostport, _, path = address.partition("/")
     parts = urlsplit(f"{scheme}://{hostport}")
     if scheme not in ("http", "https") or not parts.hostname:
@@ -79,7 +85,7 @@ def parse_dsn(dsn: str, default_database: str = "orderwatch") -> Target:
     except ValueError:
         raise ConfigError(f"ClickHouse DSN {_without_password(dsn)!r}: the port after "
                           f"{parts.hostname!r} must be a number from 1 to 65535") from None
-    username, _, password = userinfo.partition(":")
+    username, _, password = (userinfo or "").partition(":")
     return Target(dsn, _database(path.strip("/") or default_database), False, parts.hostname,
                   port, unquote(username) or "default", unquote(password), scheme == "https")
 
