@@ -12,6 +12,7 @@ import logging
 import pickle
 
 from prometheus_client import generate_latest
+from test_watermark_and_order_book import drained
 
 from orderwatch.config import PipelineSettings, Settings
 from orderwatch.detectors.channel_degraded import ChannelDegraded
@@ -21,9 +22,8 @@ from orderwatch.engine.faults import parse_fault_list
 from orderwatch.engine.simulator import SimConfig, simulate
 from orderwatch.events import InvalidEvent, validate
 from orderwatch.pipelines.aggregate_shard import AggregateShard
-from orderwatch.pipelines.order_shard import OrderShard, ShardInput
+from orderwatch.pipelines.order_shard import OrderShard
 from orderwatch.pipelines.prometheus_export import Exporter, make_registry
-from orderwatch.pipelines.watermark import DRAIN_STEPS, NEVER
 
 from conftest import T0
 
@@ -103,10 +103,7 @@ def test_a_channel_per_order_leaves_the_aggregate_state_bounded():
             events.append(validate(data))
 
     simulate(SimConfig(seed=3, orders=600, faults=parse_fault_list("all")), keep)
-    chunks = [events[i:i + 500] for i in range(0, len(events), 500)]
-    inputs = [ShardInput("000", c, "p", max(e.ts for e in c), False, 1) for c in chunks]
-    inputs += [ShardInput("000", [], "p", NEVER, True, 1, draining=left)
-               for left in reversed(range(DRAIN_STEPS))]
+    inputs = drained([events[i:i + 500] for i in range(0, len(events), 500)])
     shard, aggregate = OrderShard(settings, "000"), AggregateShard(settings, "000")
     counted: dict[tuple[float, str], float] = {}
     for inp in inputs:
