@@ -276,6 +276,11 @@ GROUP BY reason ORDER BY records DESC"""),
                  prom("histogram_quantile(0.5, sum by (le) "
                       "(rate(orderwatch_alert_latency_seconds_bucket[5m])))", "p50"),
                  unit="s"),
+        ts_panel("Late events per second by stream",
+                 prom("sum by (stream) (rate(orderwatch_events_late_total[5m]))", "{{stream}}"),
+                 unit="ops", description="Events that came after their minute of health_metrics "
+                 "was written (later than the allowed lateness): stored and applied to their "
+                 "orders, and counted as late_events in the minute they came in."),
         ts_panel("Rows written per second by table",
                  prom("sum by (table) (rate(orderwatch_clickhouse_rows_written_total[1m]))",
                       "{{table}}"), unit="rowsps", span=24),

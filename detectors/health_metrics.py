@@ -20,9 +20,10 @@ from orderwatch.events import Event
 
 MINUTE = 60
 # Counts of rare things, measured from outside `measure()` (a dead letter has no event; a
-# duplicate is a detector's verdict). For a day after such a series counted, a minute
-# without one is a zero, not a gap, so charts and `metric_anomaly` see the quiet minutes.
-RARE_COUNTS = frozenset({"dead_letters", "duplicate_ship_requests"})
+# duplicate is a detector's verdict; a late event's own minute was final already). For a
+# day after such a series counted, a minute without one is a zero, not a gap, so charts
+# and `metric_anomaly` see the quiet minutes.
+RARE_COUNTS = frozenset({"dead_letters", "duplicate_ship_requests", "late_events"})
 ZERO_FILL_MINUTES = 24 * 60
 ZERO_FILLED = "zero-filled health series"  # what the series limit's warning names
 
@@ -140,12 +141,23 @@ class HealthMetrics:
         self.limit = SeriesLimit(max_series_per_dimension, ZERO_FILLED)
         self.closed_before: int | None = None  # minutes before this one were emitted
 
-    def merge(self, cells: dict) -> None:
+    def merge(self, cells: dict) -> dict[str, float]:
         """Add cells of order shards. A minute already emitted is final: later cells for
-        it are dropped here (they still reached Prometheus)."""
+        it are dropped here (they still reached Prometheus), and the events among them
+        are counted as `late_events` in the first open minute. Returns those, by stream."""
+        late: dict[str, float] = {}
         if self.closed_before is not None:
-            cells = {k: v for k, v in cells.items() if k[0] >= self.closed_before}
+            kept = {}
+            for key, values in cells.items():
+                if key[0] >= self.closed_before:
+                    kept[key] = values
+                elif key[1] == "events":
+                    late[key[3]] = late.get(key[3], 0.0) + values[0]
+            cells = kept
+            for stream, n in late.items():
+                self.open.count(self.closed_before * MINUTE, "late_events", "stream", stream, n)
         self.open.merge(cells)
+        return late
 
     def close(self, now: float) -> list[MetricPoint]:
         """Emit every minute that ended at or before `now`, with derived ratios and p95s.

@@ -25,6 +25,7 @@ class AggregateOutput:
     watermark: float
     alerts: list[Alert] = field(default_factory=list)
     points: list[MetricPoint] = field(default_factory=list)
+    late: dict[str, float] = field(default_factory=dict)  # events after their minute closed
     ingested_at: float = 0.0  # of the input that produced it
 
 
@@ -51,7 +52,7 @@ class AggregateShard:
         for index, key, ts, tiebreak, payload in inp.items:
             if not self.buffer.push(ts, (tiebreak, index, key), (index, key, payload)):
                 out.alerts.extend(detectors[index].learn_one(payload, key))
-        self.metrics.merge(inp.metric_cells)
+        out.late = self.metrics.merge(inp.metric_cells)
         self.upstreams.observe(inp.upstream, inp.watermark, inp.finished)
         mark = self.upstreams.watermark()
         if mark > self.now:

@@ -122,6 +122,8 @@ def prometheus_updater(exporter: Exporter) -> Callable[[Any], None]:
                 exporter.set_per_shard("orderwatch_event_time_watermark_seconds", item.shard,
                                        item.watermark, combine="min")
         elif isinstance(item, AggregateOutput):
+            for stream, n in item.late.items():
+                exporter.inc("orderwatch_events_late", (stream,), n)
             for p in item.points:
                 if p.metric == "callback_success_ratio":
                     exporter.set("orderwatch_callback_success_ratio", (p.dim_value,), p.value)

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from orderwatch.detectors import wait_histogram
 from orderwatch.detectors.series_limit import DEFAULT_CAP, SETTING
+from orderwatch.events import STREAMS
 
 log = logging.getLogger(__name__)
 OTHER = "other"  # the label value of updates beyond a metric's series limit
@@ -55,6 +56,9 @@ SPECS: dict[str, Spec] = {
                               ("stream",)),
     "orderwatch_events_redelivered": Spec("counter", "Events dropped as redeliveries "
                                           "(an event_id seen before).", ("stream",)),
+    "orderwatch_events_late": Spec("counter", "Events whose minute of health_metrics was "
+                                   "final when they arrived (later than the allowed "
+                                   "lateness): in late_events of a later minute.", ("stream",)),
     "orderwatch_dead_letters": Spec("counter", "Bad input records sent to the dead letters.",
                                     ("reason",)),
     "orderwatch_callback_notifications": Spec("counter", "Payment notify callbacks received.",
@@ -115,6 +119,8 @@ class Exporter(Collector):
         self._hists: dict[str, dict[tuple[str, ...], list[float]]] = {}
         self._per_shard: dict[str, dict[str, float]] = {}
         self._firing: dict[str, set[str]] = {}
+        for stream in STREAMS:  # rare but known in advance: 0 from the start, so rate() works
+            self._values["orderwatch_events_late"][(stream,)] = 0.0
 
     # --- updates --------------------------------------------------------------------------
 

@@ -165,6 +165,7 @@ class Summary:
     peak_rss_mib: float | None = None  # of the dataflow, before the tables are merged
     merge_s: float | None = None  # the tables' final merge, the end of elapsed_s (leader)
     warm_up_s: float = 0.0  # the engine's warm-up before its first event, within elapsed_s
+    late: int = 0  # events that came after their minute of health_metrics was final
 
     def lines(self, tz: str = "Asia/Shanghai") -> list[str]:
         flowing = self.elapsed_s - self.warm_up_s
@@ -174,6 +175,8 @@ class Summary:
             + (f" after a warm-up of {self.warm_up_s:.1f} s" if self.warm_up_s else ""),
             f"redeliveries       {self.redelivered:,} dropped (same event_id)",
             f"dead letters       {self.dead_letters:,}",
+            f"late events        {self.late:,} after their minute was final "
+            "(counted in late_events)",
             f"open orders        {self.open_orders:,}",
             "event time reached " + (to_rfc3339(self.watermark, tz) if self.watermark else "-"),
             f"clickhouse         {self.target.redacted()} database {self.target.database}",
@@ -282,7 +285,7 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
                    int(exporter.total("orderwatch_events_redelivered")),
                    int(exporter.total("orderwatch_dead_letters")),
                    int(exporter.value("orderwatch_open_orders")), mark or None, alerts, peak_mib,
-                   merge_s)
+                   merge_s, late=int(exporter.total("orderwatch_events_late")))
 
 
 def peak_resident_mib() -> float | None:

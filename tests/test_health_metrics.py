@@ -1,4 +1,4 @@
-"""Lock waits in log-spaced buckets, and the p95 read from them."""
+"""Lock waits in log-spaced buckets, and the p95 read from them; minutes that are final."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import itertools
 import math
 import random
 
+from orderwatch.detectors.health_metrics import MINUTE, HealthMetrics
 from orderwatch.detectors.wait_histogram import BOUNDS_MS, WIDTH, bucket, quantile
 
 
@@ -40,3 +41,23 @@ def test_a_steady_wait_distribution_gives_a_steady_p95():
     p95s = [quantile(histogram([rng.lognormvariate(math.log(15), 0.7) for _ in range(700)]),
                      0.95) for _ in range(120)]
     assert min(p95s) > 42 and max(p95s) < 57
+
+
+def test_events_for_a_minute_already_written_count_as_late_events_in_the_open_minute():
+    """A burst replayed hours late (a backfill, a stalled partition) used to vanish from
+    health_metrics: its minutes were final, so its cells were dropped without a trace."""
+    metrics = HealthMetrics()
+    order, callback = ("events", "stream", "order"), ("events", "stream", "callback")
+    assert metrics.merge({(10, *order): [3.0]}) == {}
+    assert [(p.bucket, p.metric, p.value) for p in metrics.close(12 * MINUTE)] == [
+        (600.0, "events", 3.0)]
+    late = metrics.merge({(10, *order): [2.0], (11, *callback): [1.0], (12, *order): [4.0],
+                          (11, "orders_created", "channel", "web"): [1.0]})
+    assert late == {"order": 2.0, "callback": 1.0}
+    points = {(p.bucket // MINUTE, p.metric, p.dim_value): p.value
+              for p in metrics.close(13 * MINUTE)}
+    assert points == {(12, "events", "order"): 4.0, (12, "late_events", "order"): 2.0,
+                      (12, "late_events", "callback"): 1.0}
+    # a rare count: the quiet minutes after it are zeros, not gaps
+    assert {(p.metric, p.dim_value, p.value) for p in metrics.close(14 * MINUTE)} == {
+        ("late_events", "order", 0.0), ("late_events", "callback", 0.0)}

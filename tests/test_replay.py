@@ -283,6 +283,31 @@ def test_timeouts_fire_up_to_the_last_event_time_and_none_later(tmp_path):
         ("firing", "2026-02-23T10:11:00+08:00")]
 
 
+def test_events_after_their_minute_was_written_are_counted_as_late_events(tmp_path):
+    """A backfill an hour behind the rest: its events are stored and applied, and since
+    their minutes of health_metrics are final, counted as late_events in the open one."""
+    def scan(eid: str, t: str) -> bytes:
+        return orjson.dumps({"event_id": eid, "order_no": "O" + eid, "occurred_at": t,
+                             "stream": "logistics", "carrier": "SF", "waybill_no": "W",
+                             "event": "in_transit"})
+
+    lines = [scan(f"now{m}", f"2026-02-23T11:{m:02}:00+08:00") for m in range(30)]
+    lines[20:20] = [scan(f"old{m}", f"2026-02-23T10:{m:02}:30+08:00") for m in range(5)]
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(lines) + b"\n")
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    result = orderwatch("replay", str(events), "--clickhouse", dsn, "--alerts-out",
+                        str(tmp_path / "alerts.jsonl"),
+                        env={"ORDERWATCH_PIPELINE_SOURCE_BATCH_SIZE": "10"})  # 20 lines first
+    assert result.returncode == 0, result.stderr
+    assert "late events        5 after their minute was final" in result.stdout
+    result = orderwatch("sql", "--clickhouse", dsn, """
+        SELECT metric, toUInt64(sum(value)) FROM orderwatch.health_metrics FINAL
+        WHERE metric IN ('events', 'late_events') GROUP BY metric ORDER BY metric""")
+    assert result.stdout.split("\n")[1:3] == ["events\t30", "late_events\t5"]
+    assert counts(dsn)["events"] == 35
+
+
 def test_orders_met_midway_raise_nothing_on_clean_traffic(tmp_path):
     """Switched on in a shop that has traded for ten days, OrderWatch first meets most
     orders midway (paid, shipped, delivered) and must not mistake the history it never
