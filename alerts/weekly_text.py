@@ -7,6 +7,7 @@ import base64
 import html
 
 from orderwatch.alerts.weekly_checks import Check, WeeklyReport, checks_by_name
+from orderwatch.engine.state_machine import status_text
 from orderwatch.timestamps import to_rfc3339
 
 LABELS = {
@@ -92,7 +93,8 @@ def markdown_lines(report: WeeklyReport, language: str, tz: str, risky: int = 5,
     for dim, rows in report.worst.items():
         shown = "; ".join(_worst_text(r, language) for r in rows) or w["none"]
         lines.append(f"**{w['worst'][dim]}**: {shown}")
-    orders = "; ".join(f"{o.order_no} {w['risk'].format(r=o.risk)} ({o.status}): "
+    orders = "; ".join(f"{o.order_no} {w['risk'].format(r=o.risk)} "
+                       f"({status_text(o.status, language)}): "
                        f"{', '.join(o.reasons[:2])}" for o in report.riskiest[:risky])
     lines.append(f"**{w['risky']}**: {orders or w['none']}")
     lines.append(w["as_of"].format(t=to_rfc3339(report.as_of, tz)) + " · "
@@ -151,7 +153,8 @@ def html_page(report: WeeklyReport, png: bytes, language: str, tz: str) -> str:
                   for r in rows) + "</table>"
         for dim, rows in report.worst.items())
     risky = "".join(
-        f"<tr><td>{e(o.order_no)}</td><td>{o.risk:.0f}</td><td>{e(o.status)}</td>"
+        f"<tr><td>{e(o.order_no)}</td><td>{o.risk:.0f}</td>"
+        f"<td>{e(status_text(o.status, language))}</td>"
         f"<td>{e(o.channel)}</td><td>{e('; '.join(o.reasons))}</td></tr>"
         for o in report.riskiest) or f"<tr><td colspan=5>{e(w['none'])}</td></tr>"
     chart = base64.b64encode(png).decode()

@@ -312,7 +312,8 @@ class RiskScorer:
                language: str) -> list[str]:
         if not reasons:
             return []
-        values = _reason_values(order, now, x, self._notify_failures.get(order.order_no, 0))
+        values = _reason_values(order, now, x, self._notify_failures.get(order.order_no, 0),
+                                language)
         return [(f.zh if language == "zh" else f.en).format(**values) for f in reasons]
 
 
@@ -334,15 +335,15 @@ def _clip(value: float, hi: float = 2.0) -> float:
     return max(0.0, min(hi, value))
 
 
-def _reason_values(order: OrderState, now: float, x: list[float],
-                   failures: int) -> dict[str, Any]:
+def _reason_values(order: OrderState, now: float, x: list[float], failures: int,
+                   language: str) -> dict[str, Any]:
     paid_until = order.left_pending_at if order.left_pending_at is not None else now
     scanned = order.first_scan_at if order.first_scan_at is not None else now
     return {
         "paid_min": round((paid_until - order.paid_at) / 60) if order.paid_at else 0,
         "carrier": order.carrier or "?",
         "silent_h": round((scanned - order.shipped_at) / 3600) if order.shipped_at else 0,
-        "status": order.status or "?",
+        "status": sm.status_text(order.status, language),
         "state_h": round((now - order.status_at) / 3600, 1) if order.status else 0,
         "failures": failures,
         "gateway": order.gateway or "?",

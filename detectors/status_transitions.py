@@ -50,7 +50,8 @@ class IllegalTransition(InstantOrderDetector):
             event.ts, 1.0,
             f"{source} {event.data['action']} moved the order {prev} → {new}, which the "
             "state machine does not allow",
-            f"{source} {event.data['action']} 将订单从 {prev} 改为 {new}，状态机不允许此流转")
+            f"{source} {event.data['action']} 将订单从{sm.status_text(prev, 'zh')}改为"
+            f"{sm.status_text(new, 'zh')}，状态机不允许此流转")
         return []
 
 
@@ -78,7 +79,8 @@ class StatusFlapping(InstantOrderDetector):
                 event.order_no, {"order_no": event.order_no, "statuses": pair}, event.ts,
                 float(count),
                 f"status alternated {pair} {count} times within {self.window / 3600:.0f} h",
-                f"{self.window / 3600:.0f} 小时内状态在 {pair} 间来回 {count} 次")
+                f"{self.window / 3600:.0f} 小时内状态在"
+                f"{'↔'.join(sm.status_text(s, 'zh') for s in sorted(change))}间来回 {count} 次")
         return []
 
     @staticmethod

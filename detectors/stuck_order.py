@@ -58,7 +58,7 @@ class StuckOrder:
                 round((due - since) / 3600, 2),
                 f"in {status} for {duration_text(due - since)}, waiting for "
                 f"{sm.WAITS[status].waits_for}",
-                f"处于 {status} 已 {duration_text(due - since, 'zh')}，等待"
+                f"处于{sm.status_text(status, 'zh')}已 {duration_text(due - since, 'zh')}，等待"
                 f"{sm.WAITS[status].waits_for_zh}")
             if alert is not None:
                 out.append(alert)

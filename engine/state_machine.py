@@ -86,6 +86,22 @@ WAITS: dict[str, Wait] = {
 }
 
 
+# the names Chinese order systems show (the seeds' 待支付, 待发货 ↔ 已发货, 待审核)
+STATUS_ZH: dict[str, str] = {
+    PENDING_PAYMENT: "待支付", PAID: "已支付", PENDING_REVIEW: "待审核",
+    AWAITING_SHIPMENT: "待发货", SHIPPED: "已发货", DELIVERED: "已签收",
+    PENDING_SETTLEMENT: "待结算", COMPLETED: "已完成", CANCELLED: "已取消",
+    REFUNDING: "退款中", REFUNDED: "已退款",
+}
+
+
+def status_text(status: str | None, language: str) -> str:
+    """A status as a message in `language` shows it: 待发货 in Chinese, the code otherwise."""
+    if status is None:
+        return "?"
+    return STATUS_ZH.get(status, status) if language == "zh" else status
+
+
 def is_legal(prev: str | None, new: str) -> bool:
     """May an order go from `prev` to `new`? A new order (prev None) starts pending payment."""
     if prev is None:

@@ -88,6 +88,8 @@ def test_illegal_jump_fires_legal_path_does_not():
                                    ("illegal_transition", "resolved", "J1", T0 + 60)]
     assert alerts[0].labels == {"order_no": "J1", "transition": "pending_payment→shipped",
                                 "source": "erp"}
+    # the labels keep the codes; the Chinese message names the statuses as the shop does
+    assert alerts[0].summary_zh == "erp status_sync 将订单从待支付改为已发货，状态机不允许此流转"
 
 
 def test_illegal_transition_judged_in_event_time_order():
@@ -112,6 +114,7 @@ def test_flapping_fires_on_the_third_alternation_within_two_hours():
     # ship: awaiting→shipped (1); ERP: shipped→awaiting (2), awaiting→shipped (3)
     assert [(a.labels["order_no"], a.starts_at) for a in firing] == [("F1", T0 + 2 * 17 * MIN)]
     assert firing[0].labels["statuses"] == "awaiting_shipment↔shipped"
+    assert firing[0].summary_zh == "2 小时内状态在待发货↔已发货间来回 3 次"
 
 
 def test_two_alternations_or_slow_ones_are_not_flapping():
@@ -130,6 +133,7 @@ def test_stuck_in_review_fires_at_the_limit_and_resolves_on_approval():
     assert transitions(alerts) == [("stuck_order", "firing", "S1", T0 + 120 + 2 * HOUR),
                                    ("stuck_order", "resolved", "S1", T0 + 120 + 2 * HOUR)]
     assert alerts[0].labels == {"order_no": "S1", "status": "pending_review"}
+    assert alerts[0].summary_zh.startswith("处于待审核已 2 小时，等待审核通过")
     assert alerts[1].ends_at == T0 + 120 + 5 * HOUR
 
 

@@ -82,6 +82,16 @@ def test_reasons_in_english_on_request():
     assert top[3][0].startswith("payment callback lost: paid ")
 
 
+def test_a_reason_names_the_status_as_the_shop_does_in_chinese_and_by_code_in_english():
+    events = [order_event("R4", 0, "create", "pending_payment"),
+              order_event("R4", 60, "pay", "paid"),
+              order_event("R4", 120, "review", "pending_review")]
+    for language, status in (("zh", "待审核"), ("en", "pending_review")):
+        scorer, _ = scored(events, language=language, until=T0 + 5 * HOUR)
+        texts = [text for row in scorer.rows for text in row[3]]
+        assert any(status in text for text in texts), texts
+
+
 def test_channel_verdicts_come_after_the_horizon():
     scorer, _ = scored(lost_callback("R3"), until=T0 + HOUR)
     assert scorer.verdicts == [(T0 + T.channel_verdict_after_s, "R3", "douyin", True)]

@@ -25,7 +25,7 @@ from PIL import Image
 from orderwatch.alerts.weekly_checks import Week
 from orderwatch.engine.faults import parse_fault_list
 from orderwatch.engine.simulator import SimConfig, simulate
-from orderwatch.engine.state_machine import FINISHED, PENDING_PAYMENT
+from orderwatch.engine.state_machine import FINISHED, PENDING_PAYMENT, STATUS_ZH
 from orderwatch.timestamps import from_rfc3339, zone
 
 from conftest import orderwatch
@@ -196,6 +196,7 @@ def test_the_weekly_report_shows_the_four_checks_with_the_right_figures(fortnigh
                                                           reverse=True)
     for r in risky:
         assert last_status[r["order_no"]] not in FINISHED and r["risk"] >= 40 and r["reasons"]
+    shown = STATUS_ZH[risky[0]["status"]]  # 待发货, not awaiting_shipment
 
     # the chart is a real PNG; the HTML stands alone with it inside
     png = (tmp_path / "c.png").read_bytes()
@@ -203,6 +204,7 @@ def test_the_weekly_report_shows_the_four_checks_with_the_right_figures(fortnigh
         assert image.format == "PNG" and image.size[0] > 500
     page = (tmp_path / "r.html").read_text()
     assert base64.b64encode(png).decode() in page and "src=\"http" not in page
+    assert f"<td>{shown}</td>" in page
     assert all(x in page for x in ("待支付超 2 小时占比", "发货后 24 小时无物流轨迹",
                                    "已完成订单分账失败率", "同一订单发货请求次数"))
 
@@ -213,6 +215,7 @@ def test_the_weekly_report_shows_the_four_checks_with_the_right_figures(fortnigh
     (md, image), (ding,) = by_robot[wecom_key], by_robot[ding_token]
     assert md.payload["msgtype"] == "markdown" and "2026-W08" in md.text
     assert f"{checks['no_tracking_after_24h']['count']:,} 单" in md.text
+    assert f"({shown}):" in md.text
     data = base64.b64decode(image.payload["image"]["base64"])
     assert data == png and image.payload["image"]["md5"] == hashlib.md5(png).hexdigest()
     assert ding.payload["msgtype"] == "markdown" and "OrderWatch" in ding.payload[
