@@ -74,13 +74,14 @@ class StatusFlapping(InstantOrderDetector):
             changes.popleft()
         count = self._alternations(changes)
         if count >= self.min_alternations:
-            pair = "↔".join(sorted(change))  # type: ignore[arg-type]
+            statuses = sorted(change)  # type: ignore[arg-type]
+            pair = "↔".join(statuses)
+            pair_zh = "↔".join(sm.status_text(s, "zh") for s in statuses)
             self.book.propose(
                 event.order_no, {"order_no": event.order_no, "statuses": pair}, event.ts,
                 float(count),
                 f"status alternated {pair} {count} times within {self.window / 3600:.0f} h",
-                f"{self.window / 3600:.0f} 小时内状态在"
-                f"{'↔'.join(sm.status_text(s, 'zh') for s in sorted(change))}间来回 {count} 次")
+                f"{self.window / 3600:.0f} 小时内状态在{pair_zh}间来回 {count} 次")
         return []
 
     @staticmethod
