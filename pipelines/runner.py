@@ -166,6 +166,7 @@ class Summary:
     merge_s: float | None = None  # the tables' final merge, the end of elapsed_s (leader)
     warm_up_s: float = 0.0  # the engine's warm-up before its first event, within elapsed_s
     late: int = 0  # events that came after their minute of health_metrics was final
+    leader: bool = True  # the other processes of a cluster write no tables and no alerts
 
     def lines(self, tz: str = "Asia/Shanghai") -> list[str]:
         flowing = self.elapsed_s - self.warm_up_s
@@ -179,13 +180,17 @@ class Summary:
             "(counted in late_events)",
             f"open orders        {self.open_orders:,}",
             "event time reached " + (to_rfc3339(self.watermark, tz) if self.watermark else "-"),
-            f"clickhouse         {self.target.redacted()} database {self.target.database}",
+            "clickhouse         " + (f"{self.target.redacted()} database {self.target.database}"
+                                     if self.leader else "written by process 0, the leader"),
         ]
         if self.peak_rss_mib is not None:
             out.append(f"memory peak        {self.peak_rss_mib:,.1f} MiB resident "
                        "(the dataflow, before the tables are merged)")
         if self.merge_s is not None:
             out.append(f"tables merged      in {self.merge_s:.1f} s (after the dataflow)")
+        if not self.leader:
+            out.append("alerts             sent by process 0, the leader")
+            return out
         names = sorted({name for name, _ in self.alerts})
         out.append(f"alerts             {sum(self.alerts.values()):,} notifications")
         out.extend(f"  {name:<26} firing {self.alerts[(name, 'firing')]:>6,}  "
@@ -285,7 +290,8 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
                    int(exporter.total("orderwatch_events_redelivered")),
                    int(exporter.total("orderwatch_dead_letters")),
                    int(exporter.value("orderwatch_open_orders")), mark or None, alerts, peak_mib,
-                   merge_s, late=int(exporter.total("orderwatch_events_late")))
+                   merge_s, late=int(exporter.total("orderwatch_events_late")),
+                   leader=cluster.leader)
 
 
 def peak_resident_mib() -> float | None:

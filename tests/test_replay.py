@@ -363,6 +363,12 @@ def test_two_processes_replaying_one_file_decode_a_stripe_each_and_give_what_one
     # both decoded part of the file (the simulation's own malformed events among them)
     assert sum(dead) == int(re.search(r"dead letters +([\d,]+)", summary)[1]) > 8
     assert min(dead) > 0, dead
+    # the other process writes no tables and sends no alerts: its summary says who does
+    other = outputs[1][0]
+    assert "clickhouse         written by process 0, the leader" in other, other
+    assert "alerts             sent by process 0, the leader" in other, other
+    assert "database orderwatch" in outputs[0][0] and "sent by" not in outputs[0][0]
+    assert not (tmp_path / "two-1.jsonl").exists()
     assert digests(f"chdb://{tmp_path / 'two'}") == digests(one)
     assert sorted(read_jsonl(tmp_path / "two-0.jsonl"), key=json.dumps) == \
         sorted(read_jsonl(tmp_path / "one.jsonl"), key=json.dumps)
