@@ -140,16 +140,34 @@ def run_flow(flow: Any, cluster: Cluster, recovery: Recovery | None) -> None:
         _run_flow(flow, cluster, recovery)
 
 
+class DataflowPanicked(RuntimeError):
+    """Bytewax stopped in its Rust code: pyo3 raises a `PanicException`, a BaseException
+    that no `except Exception` sees, whose text alone says little."""
+
+
 def _run_flow(flow: Any, cluster: Cluster, recovery: Recovery | None) -> None:
     options: dict[str, Any] = {}
     if recovery is not None:
         options = {"recovery_config": recovery.prepare(),
                    "epoch_interval": timedelta(seconds=recovery.snapshot_interval_s)}
-    if cluster.addresses or cluster.workers_per_process > 1:
-        cluster_main(flow, list(cluster.addresses), cluster.process_id,
-                     worker_count_per_proc=cluster.workers_per_process, **options)
-    else:
-        run_main(flow, **options)
+    try:
+        if cluster.addresses or cluster.workers_per_process > 1:
+            cluster_main(flow, list(cluster.addresses), cluster.process_id,
+                         worker_count_per_proc=cluster.workers_per_process, **options)
+        else:
+            run_main(flow, **options)
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":  # pyo3's type cannot be imported
+            raise
+        raise DataflowPanicked(panic_text(str(exc), cluster)) from None
+
+
+def panic_text(panic: str, cluster: Cluster) -> str:
+    if len(cluster.addresses) > 1:  # a member gone: timely's send/receive threads panic
+        return (f"another process of the cluster stopped or could not be reached (Bytewax: "
+                f"{panic}); a cluster stops with any of its processes: start them all again "
+                "(with -r DIR each resumes from its last snapshot)")
+    return f"the dataflow stopped inside Bytewax: {panic}"
 
 
 @dataclass

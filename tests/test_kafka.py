@@ -150,6 +150,37 @@ def test_two_processes_give_exactly_what_one_gives(broker, published, consumed_o
     assert sorted_alerts(published / "two.jsonl") == alerts
 
 
+@pytest.mark.parametrize("killed", [1, 0], ids=["other-killed", "leader-killed"])
+def test_a_cluster_member_that_dies_stops_the_others_with_one_line(broker, published, killed,
+                                                                  tmp_path):
+    """Bytewax stops every process of a cluster when one goes; the survivor used to end in
+    a Python traceback of a Rust panic ('Send thread panic: Any { .. }')."""
+    ports = free_ports(4)  # two cluster addresses; metrics on ports[2] and ports[2] + 1
+    addresses = f"127.0.0.1:{ports[0]};127.0.0.1:{ports[1]}"
+    slow = {"ORDERWATCH_METRICS_PORT": str(ports[2]),
+            "ORDERWATCH_PIPELINE_SOURCE_BATCH_SIZE": "20"}
+    procs = [consume(broker, tmp_path, "members", "-a", addresses, "-i", str(i),
+                     "--dead-letter-topic", "", env=slow, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE) for i in (0, 1)]
+    try:
+        deadline = time.monotonic() + 120
+        while events_counted(ports[2] + killed) < 1000:  # both are connected and working
+            assert all(p.poll() is None for p in procs), [p.stderr.read() for p in procs]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        procs[killed].send_signal(signal.SIGKILL)
+        survivor = procs[1 - killed]
+        _, err = survivor.communicate(timeout=120)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+    assert survivor.returncode == 1, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert "another process of the cluster stopped" in err and "-r" in err, err
+
+
 def finish(procs: list[subprocess.Popen], timeout_s: float) -> None:
     """Wait for every process; past the deadline, or once one has failed, kill the rest.
 
