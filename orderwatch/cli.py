@@ -455,7 +455,7 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
     if len(topics) != 3:
         raise UsageError("--topics takes three topics: orders,callbacks,logistics")
     cluster, recovery = _execution(args)
-    stop = _stop_on_signals()
+    stop = _stop_on_signals("writing results; event time stays where it was for a resume")
     source = KafkaSource(args.brokers, topics, settings.pipeline.source_batch_size,
                          args.until_end, stop)
     tz = settings.display_timezone
@@ -568,7 +568,7 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _stop_on_signals():
+def _stop_on_signals(saying: str = "flushing state, writing results"):
     """First Ctrl-C (or SIGTERM): end the input cleanly, flush, summarize; second: abort."""
     from orderwatch.pipelines.sources import StopSignal
 
@@ -579,7 +579,7 @@ def _stop_on_signals():
             raise KeyboardInterrupt
         stop.set()
         # not print(): the main thread may be inside print() right now (reentrant write)
-        os.write(sys.stderr.fileno(), "\nstopping: flushing state, writing results…\n".encode())
+        os.write(sys.stderr.fileno(), f"\nstopping: {saying}…\n".encode())
 
     signal.signal(signal.SIGINT, on_interrupt)
     signal.signal(signal.SIGTERM, on_interrupt)

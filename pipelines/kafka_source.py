@@ -60,11 +60,14 @@ class _KafkaPartition(StatefulSourcePartition[Chunk, int]):
         self.next_offset = resume
         self.stop = stop
         self.done = False
+        self.ended = False
         self.drain = Drain()
         self.idle_since: datetime | None = None
 
     def next_batch(self) -> list[Chunk]:
         if self.done:
+            if not self.ended:  # stopped, not at the end: event time stays for the resume
+                raise StopIteration
             return [Chunk(self.part, self.next_offset or 0, [], True, self.parts, [],
                           draining=self.drain.next_step())]
         records, positions, at_end = [], [], False
@@ -79,8 +82,11 @@ class _KafkaPartition(StatefulSourcePartition[Chunk, int]):
             records.append(message.value() or b"")
             positions.append(message.offset())
             self.next_offset = message.offset() + 1
-        ended = (at_end and self.until_end) or self.stop.is_set()
-        self.done = ended
+        # Only the end of a backfill ends event time, firing every timeout due by the
+        # latest event read. A stop (SIGTERM on a deploy, Ctrl-C) must not: the other
+        # partitions' next events have not been read yet, and would be late on resume.
+        ended = self.ended = at_end and self.until_end
+        self.done = ended or self.stop.is_set()
         idle = not records and (at_end or self.idle_since is not None)
         self.idle_since = (self.idle_since or datetime.now(UTC)) if idle else None
         first = positions[0] if positions else (self.next_offset or 0)

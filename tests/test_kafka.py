@@ -197,14 +197,18 @@ def finish(procs: list[subprocess.Popen], timeout_s: float) -> None:
             p.wait()
 
 
-@pytest.mark.parametrize("resumed_by", [1, 2], ids=["same-process-count", "two-processes"])
+@pytest.mark.parametrize(("resumed_by", "stopped_by"),
+                         [(1, signal.SIGKILL), (2, signal.SIGKILL), (1, signal.SIGTERM)],
+                         ids=["same-process-count", "two-processes", "sigterm"])
 def test_a_consumer_killed_mid_stream_resumes_to_exactly_the_same_results(
-        broker, published, consumed_once, resumed_by):
+        broker, published, consumed_once, resumed_by, stopped_by):
     """Killed with one process and resumed with the same, or scaled out to two: the
-    recovery directory is Bytewax's, and Kafka offsets are the source's state."""
+    recovery directory is Bytewax's, and Kafka offsets are the source's state. Stopped
+    the way a deployment stops it (SIGTERM), it must not end event time as if the topics
+    had ended: orders whose next events it has not read yet are not stuck."""
     total = consumed_once[0]["events"][0]
-    name = f"killed-{resumed_by}"
-    recovery = ["-r", str(published / f"recovery-{resumed_by}"), "-s", "0.2",
+    name = f"killed-{resumed_by}-{stopped_by.name}"
+    recovery = ["-r", str(published / f"recovery-{name}"), "-s", "0.2",
                 "--dead-letter-topic", ""]
     port = free_port()
     slow = {"ORDERWATCH_METRICS_PORT": str(port), "ORDERWATCH_PIPELINE_SOURCE_BATCH_SIZE": "50"}
@@ -215,8 +219,12 @@ def test_a_consumer_killed_mid_stream_resumes_to_exactly_the_same_results(
         assert first.poll() is None, "the consumer finished before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait(30)
+    first.send_signal(stopped_by)
+    first.wait(60)
+    if stopped_by == signal.SIGTERM:
+        stderr = first.stderr.read()
+        assert first.returncode == 0, stderr
+        assert "stopping: writing results; event time stays where it was" in stderr
 
     if resumed_by == 1:
         outputs = [consume(broker, published, name, *recovery).stdout]
