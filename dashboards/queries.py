@@ -8,7 +8,8 @@ Used to prove panels against the real backends. The ClickHouse macros follow the
 `$__timeInterval(c)` → `toStartOfInterval(toDateTime(c), INTERVAL n second)`,
 `$__timeInterval_ms(c)` → `toStartOfInterval(toDateTime64(c, 3), INTERVAL n millisecond)`,
 `$__interval_s` → n. A multi-value variable with "All" selected expands to every value:
-`${v:singlequote}` → `'a','b'` in SQL, `$v` → `(a|b)` as a PromQL regex.
+`${v:singlequote}` → `'a','b'` in SQL (a ' inside a value as \\'), `$v` → `(a|b)` as a
+PromQL regex.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def expand_sql(sql: str, start: float, end: float, variables: dict[str, list[str
         (r"\$__fromTime\b", lambda m: f"toDateTime({int(start)})"),
         (r"\$__toTime\b", lambda m: f"toDateTime({int(end)})"),
         (r"\$__interval_s\b", lambda m: str(interval_s)),
-        (r"\$\{(\w+):singlequote\}",
-         lambda m: ",".join(f"'{v}'" for v in variables[m[1]])),
+        (r"\$\{(\w+):singlequote\}",  # Grafana escapes ' with a backslash, nothing else
+         lambda m: ",".join("'" + v.replace("'", "\\'") + "'" for v in variables[m[1]])),
     ]
     for pattern, replace in rules:
         sql = re.sub(pattern, replace, sql)

@@ -61,6 +61,16 @@ def test_every_panel_has_a_query_on_a_provisioned_datasource():
 
 # --- ClickHouse ---------------------------------------------------------------------------
 
+def test_a_variable_value_with_a_quote_is_escaped_as_grafana_escapes_it(chdb_dsn):
+    """Grafana's `singlequote` format puts a backslash before each ' of a value (its
+    format registry); ClickHouse reads that back as the value."""
+    sql = expand_sql("SELECT arrayJoin([${channel:singlequote}])", 0, 1,
+                     {"channel": ["o'brien's shop", "app"]})
+    assert sql == "SELECT arrayJoin(['o\\'brien\\'s shop','app'])"
+    rows = connect(parse_dsn(chdb_dsn)).query(sql).result_rows
+    assert rows == [("o'brien's shop",), ("app",)]
+
+
 @pytest.fixture(scope="module")
 def filled(chdb_dsn, tmp_path_factory):
     """A replay of 6,000 simulated orders with every fault, in the embedded ClickHouse."""
