@@ -569,7 +569,7 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _stop_on_signals(saying: str = "flushing state, writing results"):
-    """First Ctrl-C (or SIGTERM): end the input cleanly, flush, summarize; second: abort."""
+    """First Ctrl-C (or SIGTERM): end the input cleanly, write, summarize; second: abort."""
     from orderwatch.pipelines.sources import StopSignal
 
     stop = StopSignal()
