@@ -97,8 +97,11 @@ class Partials:
                 hist[wait_histogram.bucket(amount)] += 1
                 hist[-1] += amount
             else:
-                cells[key] = cells.get(key, [0.0])
-                cells[key][0] += amount
+                cell = cells.get(key)
+                if cell is None:
+                    cells[key] = [0.0 + amount]  # a float, as the sum of counts would be
+                else:
+                    cell[0] += amount
 
     def count(self, ts: float, metric: str, dim: str, value: str, amount: float = 1.0) -> None:
         """Add to a plain count at event time `ts` (for the `RARE_COUNTS`)."""

@@ -8,6 +8,8 @@ acquisitions, mean contention (a hot or too coarse key).
 
 from __future__ import annotations
 
+import re
+
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
 from orderwatch.detectors import wait_histogram
 from orderwatch.detectors.base import Alert, AlertBook, InstantOrderDetector
@@ -15,10 +17,18 @@ from orderwatch.detectors.order_book import OrderState
 from orderwatch.detectors.sliding_window import SlidingCounts
 from orderwatch.events import Event
 
+_DIGIT = re.compile(r"[0-9]")
+
 
 def lock_family(key: str) -> str:
     """The key with its identifiers stripped: `lock:ship:ORD123` → `lock:ship`,
     `stock:SKU-1:WH-EAST` → `stock`. Identifiers are the first segment holding a digit."""
+    if key.isascii():  # nearly every key: the segments before the first digit, at C speed
+        digit = _DIGIT.search(key)
+        if digit is None:
+            return key
+        cut = key.rfind(":", 0, digit.start())
+        return key[:cut] if cut > 0 else key
     family = []
     for part in key.split(":"):
         if any(c.isdigit() for c in part):

@@ -109,8 +109,8 @@ class RiskModel:
 
     def contributions(self, x: list[float]) -> list[tuple[float, int]]:
         """(w_i·x_i, feature index) of the features present, largest first."""
-        return sorted(((w * v, i) for i, (w, v) in enumerate(zip(self.coef, x, strict=True))
-                       if v), reverse=True)
+        coef = self.coef
+        return sorted([(coef[i] * v, i) for i, v in enumerate(x) if v], reverse=True)
 
     def score(self, x: list[float]) -> tuple[float, list[tuple[float, int]]]:
         """(risk 0-100, contributions as (w_i·x_i, feature index), largest first)."""

@@ -91,7 +91,8 @@ class StatusFlapping(InstantOrderDetector):
         count = 0
         expect_to = b
         for _, frm, to in reversed(changes):
-            if {frm, to} != {a, b} or to != expect_to:
+            # the same two statuses ({frm, to} == {a, b}), the other way round each time
+            if to != expect_to or frm != (a if to == b else b):
                 break
             count += 1
             expect_to = frm

@@ -23,7 +23,7 @@ from orderwatch.detectors.order_book import OrderBook, OrderState
 from orderwatch.detectors.risk import RiskModel, RiskScorer
 from orderwatch.events import Event
 from orderwatch.pipelines.clickhouse_schema import ticks_ms
-from orderwatch.pipelines.sharding import all_shards, shard_of
+from orderwatch.pipelines.sharding import all_shards, detector_shard, shard_of
 from orderwatch.pipelines.watermark import NEVER, WatermarkTracker
 
 
@@ -136,7 +136,7 @@ class OrderShard:
         n = len(self.aggregate_shards)
         for at, order_no, channel, high in self.risk.verdicts:
             item = (self.channel_index, channel, at, order_no, (at, order_no, high))
-            batch.routed.setdefault(shard_of(f"{self.channel_index}:{channel}", n),
+            batch.routed.setdefault(detector_shard(self.channel_index, channel, n),
                                     []).append(item)
         self.risk.verdicts.clear()
         n_aggr = len(self.aggregate_shards)
@@ -190,8 +190,7 @@ class OrderShard:
         n_aggr = len(self.aggregate_shards)
         for i, router in enumerate(self.routers):
             for key, payload in router.route(event, order):
-                target = shard_of(f"{i}:{key}", n_aggr)
-                batch.routed.setdefault(target, []).append(
+                batch.routed.setdefault(detector_shard(i, key, n_aggr), []).append(
                     (i, key, event.ts, event.event_id, payload))
         batch.partials.add(event)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from orderwatch.config import Thresholds
 from orderwatch.detectors.base import run_on
 from orderwatch.detectors.callback_health import CallbackFailureRate, CallbackLost
@@ -121,6 +123,23 @@ def test_lock_family_strips_identifiers():
     assert lock_family("lock:ship:ORD20260223001") == "lock:ship"
     assert lock_family("stock:SKU1:WH-EAST") == "stock"
     assert lock_family("inventory") == "inventory"
+
+
+def test_lock_family_is_the_segments_before_the_first_one_holding_a_digit():
+    def by_segments(key: str) -> str:  # the definition, segment by segment
+        family = []
+        for part in key.split(":"):
+            if any(c.isdigit() for c in part):
+                break
+            family.append(part)
+        return ":".join(family) or key
+
+    rng = random.Random(5)
+    keys = ["", ":", "::1", ":1", "1", "a:", "a::1", "锁:ship:٣", "lock:²:x"]
+    keys += ["".join(rng.choice("ab1:-") for _ in range(rng.randint(0, 12)))
+             for _ in range(5000)]
+    for key in keys:
+        assert lock_family(key) == by_segments(key), key
 
 
 def test_ttl_overrun_fires_once_and_resolves_after_the_hold():
