@@ -131,7 +131,9 @@ def test_consume_equals_replay_and_dead_letters_malformed_messages(broker, publi
 
 
 def test_two_processes_give_exactly_what_one_gives(broker, published, consumed_once):
-    ports = free_ports(4)  # two cluster addresses; metrics on ports[2] and ports[2] + 1
+    # consecutive ports: two cluster addresses, then metrics, which process i serves on
+    # ports[2] + i (ORDERWATCH_METRICS_PORT plus the process id): ports[3] for process 1
+    ports = free_ports(4)
     addresses = f"127.0.0.1:{ports[0]};127.0.0.1:{ports[1]}"
     metrics = ports[2]
     logs = [(published / f"two-{i}.out", published / f"two-{i}.err") for i in (0, 1)]
@@ -155,7 +157,9 @@ def test_a_cluster_member_that_dies_stops_the_others_with_one_line(broker, publi
                                                                   tmp_path):
     """Bytewax stops every process of a cluster when one goes; the survivor used to end in
     a Python traceback of a Rust panic ('Send thread panic: Any { .. }')."""
-    ports = free_ports(4)  # two cluster addresses; metrics on ports[2] and ports[2] + 1
+    # consecutive ports: two cluster addresses, then metrics, which process i serves on
+    # ports[2] + i (ORDERWATCH_METRICS_PORT plus the process id): ports[3] for process 1
+    ports = free_ports(4)
     addresses = f"127.0.0.1:{ports[0]};127.0.0.1:{ports[1]}"
     slow = {"ORDERWATCH_METRICS_PORT": str(ports[2]),
             "ORDERWATCH_PIPELINE_SOURCE_BATCH_SIZE": "20"}
