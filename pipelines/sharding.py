@@ -16,8 +16,9 @@ def shard_of(key: str, shards: int) -> str:
 
 @lru_cache(maxsize=1 << 16)
 def detector_shard(index: int, key: str, shards: int) -> str:
-    """The aggregate shard of aggregate detector `index`'s key (a gateway, a lock family, a
-    channel, a user). Asked for nearly every event, of few distinct keys: remembered."""
+    """The aggregate shard of aggregate detector `index`'s key. Asked for nearly every
+    event, mostly of a few keys (gateways, lock families, channels), so remembered; users
+    are many, hence the bound (65,536 keys, a few MiB)."""
     return shard_of(f"{index}:{key}", shards)
 
 
