@@ -133,13 +133,12 @@ class OrderShard:
         out.rows["order_state"] = [order_row(o) for o in self.book.drain_changed()]
         out.rows["order_risk"] = [risk_row(r) for r in self.risk.rows]
         self.risk.rows.clear()
-        n = len(self.aggregate_shards)
+        n_aggr = len(self.aggregate_shards)
         for at, order_no, channel, high in self.risk.verdicts:
             item = (self.channel_index, channel, at, order_no, (at, order_no, high))
-            batch.routed.setdefault(detector_shard(self.channel_index, channel, n),
+            batch.routed.setdefault(detector_shard(self.channel_index, channel, n_aggr),
                                     []).append(item)
         self.risk.verdicts.clear()
-        n_aggr = len(self.aggregate_shards)
         cells_by_shard: dict[str, dict] = {}
         for (dim, value), cells in batch.partials.split_by_dimension().items():
             target = shard_of(f"m:{dim}={value}", n_aggr)
