@@ -23,12 +23,18 @@ _DIGIT = re.compile(r"[0-9]")
 def lock_family(key: str) -> str:
     """The key with its identifiers stripped: `lock:ship:ORD123` → `lock:ship`,
     `stock:SKU-1:WH-EAST` → `stock`. Identifiers are the first segment holding a digit."""
-    if key.isascii():  # nearly every key: the segments before the first digit, at C speed
-        digit = _DIGIT.search(key)
-        if digit is None:
-            return key
-        cut = key.rfind(":", 0, digit.start())
-        return key[:cut] if cut > 0 else key
+    if not key.isascii():  # str.isdigit() takes more than 0-9 there
+        return lock_family_by_segments(key)
+    # nearly every key: the segments before the first digit, at C speed
+    digit = _DIGIT.search(key)
+    if digit is None:
+        return key
+    cut = key.rfind(":", 0, digit.start())
+    return key[:cut] if cut > 0 else key
+
+
+def lock_family_by_segments(key: str) -> str:
+    """`lock_family` by its definition, one segment at a time: any key, any digit."""
     family = []
     for part in key.split(":"):
         if any(c.isdigit() for c in part):
