@@ -169,8 +169,8 @@ def test_simulate_warm_start_sends_orders_already_in_flight(tmp_path):
 def test_ctrl_c_during_a_warm_up_stops_cleanly():
     proc = subprocess.Popen(
         [orderwatch_exe(), "simulate", "--rate", "100", "--brokers", "127.0.0.1:9",
-         "--warm-start", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)  # 30 days at 60 orders a minute: minutes of warm-up ahead
+         "--warm-start", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # 10 days at 474 orders a minute (100 events/s): minutes of warm-up
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
