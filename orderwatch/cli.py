@@ -480,7 +480,7 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
     cluster, recovery = _execution(args)
     stop = _stop_on_signals("writing results; event time stays where it was for a resume")
     source = KafkaSource(args.brokers, topics, settings.pipeline.source_batch_size,
-                         args.until_end, stop)
+                         args.until_end, stop, settings.pipeline.max_ahead_of_wall_clock_s)
     tz = settings.display_timezone
     notifiers = _notifiers(settings, args.alerts_out, cluster, recovery)
     dead = DeadLetterTopicSink(args.brokers, args.dead_letter_topic) \

@@ -36,7 +36,8 @@ LANGUAGES = ("zh", "en")
 # durations (`_s`, `_ms`) are more than 0, or 0 or more where 0 means "none"; shares
 # (`_ratio`) lie in 0..1; counts (ints) are at least 1. `_RANGES` says the rest.
 _ZERO_ALLOWED = frozenset({"allowed_lateness_s", "timezone_tolerance_s",
-                           "premature_cancel_tolerance_s", "lock_wait_p95_ms"})
+                           "premature_cancel_tolerance_s", "lock_wait_p95_ms",
+                           "max_ahead_of_wall_clock_s"})
 _RANGES: dict[str, tuple[float, float]] = {
     "risk_review": (0, 100), "risk_high": (0, 100),
     "duplicate_ship_min_requests": (2, math.inf),  # a duplicate takes two requests
@@ -166,6 +167,11 @@ class PipelineSettings:
     source_batch_size: int = 2000
     # A record larger than this is dead-lettered rather than parsed.
     max_event_bytes: int = 1 << 20
+    # Kafka in: an event whose occurred_at is further ahead of the wall clock than this is
+    # a clock fault and dead-lettered, as Kafka's message.timestamp.after.max.ms (1 h)
+    # refuses such messages; else event time would jump there and fire every timer
+    # (0: no bound). Files and the engine keep their own time.
+    max_ahead_of_wall_clock_s: float = 1 * HOUR
     clickhouse_batch_rows: int = 20_000
     clickhouse_flush_s: float = 1.0
     # Values of one dimension (gateway, channel, warehouse, …) that get series of their

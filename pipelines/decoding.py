@@ -8,6 +8,7 @@ becomes an `Event` or a `DeadLetter` with its reason.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 
 from orderwatch.events import Event, InvalidEvent, decode, validate
+from orderwatch.timestamps import to_rfc3339
 
 NEVER = -float("inf")
 
@@ -35,6 +37,9 @@ class Chunk:
     draining: int = 0  # ended: how many empty chunks still follow (watermark.DRAIN_STEPS)
     # a blank line of a file carries no event; an empty Kafka message is a dead letter
     skip_empty: bool = True
+    # a live feed's tolerance: an event more than this ahead of `ingested_at` (the wall
+    # clock) is a clock fault, dead-lettered rather than moving event time there
+    max_ahead_s: float = math.inf
 
     @property
     def origin(self) -> str:
@@ -82,11 +87,18 @@ class Decoded:
     draining: int = 0
 
 
+def _ahead_reason(ts: float, chunk: Chunk) -> str:
+    return (f"occurred_at ahead of the wall clock: {to_rfc3339(ts)} is "
+            f"{ts - chunk.ingested_at:,.0f} s ahead, more than the {chunk.max_ahead_s:,.0f} s "
+            "allowed (ORDERWATCH_PIPELINE_MAX_AHEAD_OF_WALL_CLOCK_S)")
+
+
 def decode_chunk(chunk: Chunk, max_event_bytes: int = 1 << 20) -> Decoded:
     events: list[Event] = []
     dead: list[DeadLetter] = []
     max_ts = NEVER
     positions = chunk.positions
+    not_after = chunk.ingested_at + chunk.max_ahead_s
     for k, record in enumerate(chunk.records):
         position = positions[k] if positions is not None else chunk.first_position + k
         if not record and chunk.skip_empty:
@@ -101,6 +113,8 @@ def decode_chunk(chunk: Chunk, max_event_bytes: int = 1 << 20) -> Decoded:
                     raise InvalidEvent(f"event of {len(record)} bytes exceeds the "
                                        f"{max_event_bytes}-byte limit")
                 event = decode(record)
+            if event.ts > not_after:
+                raise InvalidEvent(_ahead_reason(event.ts, chunk))
         except InvalidEvent as exc:
             payload = orjson.dumps(record) if isinstance(record, dict) else (
                 record if isinstance(record, bytes) else str(record).encode())

@@ -4,12 +4,15 @@ Every topic partition is a Bytewax partition, so a cluster of workers shares the
 snapshot is the next offset, so recovery resumes where the last snapshot left off; no
 consumer group commits anything. With `until_end`, a partition ends at the offset that
 was its end when first reached (replay-like, for tests and backfills). Otherwise a
-caught-up partition is idle, and does not hold event time back.
+caught-up partition is idle, and does not hold event time back. A live feed's events
+happened before they were read: one further ahead of the wall clock than `max_ahead_s`
+is a clock fault and becomes a dead letter.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -45,12 +48,14 @@ class _KafkaPartition(StatefulSourcePartition[Chunk, int]):
     POLL_S = 0.2
 
     def __init__(self, brokers: str, part: str, parts: int, batch_size: int,
-                 until_end: bool, resume: int | None, stop: StopSignal) -> None:
+                 until_end: bool, resume: int | None, stop: StopSignal,
+                 max_ahead_s: float = math.inf) -> None:
         topic, number = part.rsplit("/", 1)
         self.part = part
         self.parts = parts
         self.batch_size = batch_size
         self.until_end = until_end
+        self.max_ahead_s = max_ahead_s
         self.consumer = Consumer({
             "bootstrap.servers": brokers, "group.id": "orderwatch",  # required, never used
             "enable.auto.commit": False, "enable.partition.eof": True,
@@ -91,7 +96,8 @@ class _KafkaPartition(StatefulSourcePartition[Chunk, int]):
         self.idle_since = (self.idle_since or datetime.now(UTC)) if idle else None
         first = positions[0] if positions else (self.next_offset or 0)
         return [Chunk(self.part, first, records, ended, self.parts, positions, idle,
-                      draining=self.drain.draining(ended), skip_empty=False)]
+                      draining=self.drain.draining(ended), skip_empty=False,
+                      max_ahead_s=self.max_ahead_s)]
 
     def next_awake(self) -> datetime | None:
         # caught up: poll again shortly instead of spinning
@@ -107,12 +113,14 @@ class _KafkaPartition(StatefulSourcePartition[Chunk, int]):
 class KafkaSource(FixedPartitionedSource[Chunk, int]):
     def __init__(self, brokers: str, topics: tuple[str, ...] = DEFAULT_TOPICS,
                  batch_size: int = 2000, until_end: bool = False,
-                 stop: StopSignal | None = None) -> None:
+                 stop: StopSignal | None = None, max_ahead_s: float = 0) -> None:
+        """`max_ahead_s`: how far ahead of the wall clock an event may be (0: no bound)."""
         self.brokers = brokers
         self.stop = stop or StopSignal()
         self.parts = list_partitions(brokers, topics)
         self.batch_size = batch_size
         self.until_end = until_end
+        self.max_ahead_s = max_ahead_s or math.inf
 
     def list_parts(self) -> list[str]:
         return self.parts
@@ -120,4 +128,4 @@ class KafkaSource(FixedPartitionedSource[Chunk, int]):
     def build_part(self, step_id: str, for_part: str, resume_state: int | None
                    ) -> _KafkaPartition:
         return _KafkaPartition(self.brokers, for_part, len(self.parts), self.batch_size,
-                               self.until_end, resume_state, self.stop)
+                               self.until_end, resume_state, self.stop, self.max_ahead_s)

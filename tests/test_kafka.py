@@ -271,3 +271,50 @@ def test_kafka_that_is_not_there_is_said_in_one_line_before_any_work(broker, tmp
     no_dead = orderwatch("consume", "--brokers", broker, "--dead-letter-topic", "nope",
                          "--until-end", "--clickhouse", dsn)
     assert no_dead.returncode == 2 and "Kafka topic 'nope' does not exist" in no_dead.stderr
+
+
+def test_an_event_far_ahead_of_the_wall_clock_is_a_dead_letter_not_a_jump_of_event_time(
+        broker, tmp_path):
+    """One event whose clock is 30 years ahead used to move a live consumer's event time
+    there: every open order's timers fired, and later events were all late, so no timer
+    fired again. It is a clock fault, and a dead letter (Kafka's own
+    message.timestamp.after.max.ms refuses such messages, 1 h by default)."""
+    from orderwatch.pipelines.kafka_sink import EventPublisher
+
+    topics = {"order": "ahead.orders", "callback": "ahead.callbacks",
+              "logistics": "ahead.logistics"}
+    admin = AdminClient({"bootstrap.servers": broker})
+    for future in admin.create_topics([NewTopic(t, 1, 1) for t in topics.values()]).values():
+        future.result(10)
+    events_file = tmp_path / "events.jsonl"
+    sim = orderwatch("simulate", "--out", str(events_file), "--orders", "300", "--faults",
+                     "all", "--seed", "43")
+    assert sim.returncode == 0, sim.stderr
+    events = read_jsonl(events_file)
+    bad = {**events[len(events) // 2], "event_id": "clock-30-years-ahead",
+           "occurred_at": "2056-02-23T10:00:00+08:00"}
+    publisher = EventPublisher(broker, topics)
+    for event in [*events[:len(events) // 2], bad, *events[len(events) // 2:]]:
+        publisher.publish(event)
+    publisher.close()
+
+    consume(broker, tmp_path, "consumed", "--topics", ",".join(topics.values()),
+            "--dead-letter-topic", "")
+    replay([events_file], f"chdb://{tmp_path / 'replayed'}", tmp_path / "replayed.jsonl")
+    assert sorted_alerts(tmp_path / "consumed.jsonl") == \
+        sorted_alerts(tmp_path / "replayed.jsonl")
+    got, want = digests(f"chdb://{tmp_path / 'consumed'}"), \
+        digests(f"chdb://{tmp_path / 'replayed'}")
+    assert {t: got[t] for t in TABLES if t != "dead_letters"} == \
+        {t: want[t] for t in TABLES if t != "dead_letters"}
+    assert got["dead_letters"][0] == want["dead_letters"][0] + 1  # the engine's bad lines
+    dead = orderwatch("sql", "--clickhouse", f"chdb://{tmp_path / 'consumed'}",
+                      "SELECT reason, JSONExtractString(payload, 'event_id') "
+                      "FROM orderwatch.dead_letters WHERE reason LIKE 'occurred_at%'")
+    assert dead.returncode == 0, dead.stderr
+    [line] = dead.stdout.strip().splitlines()[1:]
+    reason, event_id = line.split("\t")
+    assert event_id == "clock-30-years-ahead"  # kept whole, to be fixed and sent again
+    assert reason.startswith("occurred_at ahead of the wall clock: 2056-02-23T02:00:00")
+    assert "more than the 3,600 s allowed (ORDERWATCH_PIPELINE_MAX_AHEAD_OF_WALL_CLOCK_S)" \
+        in reason
