@@ -130,11 +130,12 @@ def answer_text(start_response: Callable, status: int, text: str) -> list[bytes]
 
 
 def tab_separated(columns: list[str], rows: Iterable[Sequence[Any]]) -> str:
-    """ClickHouse's TabSeparatedWithNames: a header line, then a line per row (NULL empty);
+    """ClickHouse's TabSeparatedWithNames: a header line, then a line per row (NULL as \\N);
     a backslash, tab or line feed inside a value is escaped as ClickHouse does, so a row
     stays one line and its fields stay apart."""
     lines = ["\t".join(map(_tsv_field, columns))]
-    lines += ["\t".join("" if v is None else _tsv_field(str(v)) for v in row) for row in rows]
+    lines += ["\t".join("\\N" if v is None else _tsv_field(str(v)) for v in row)
+              for row in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,17 @@
+"""`orderwatch sql` and `/query` answer in ClickHouse's TabSeparatedWithNames."""
+
+from __future__ import annotations
+
+import chdb
+
+from orderwatch.pipelines.http_endpoint import tab_separated
+
+
+def test_tab_separated_is_what_clickhouse_itself_writes_null_included():
+    """NULL used to print as an empty field, the same as an empty string; ClickHouse
+    writes it as \\N."""
+    query = ("SELECT NULL AS a, '' AS b, 'x\ty\\\\z\nw' AS `c\td`, toNullable(3) AS e, "
+             "CAST(NULL AS Nullable(String)) AS f")
+    columns = ["a", "b", "c\td", "e", "f"]
+    rows = [(None, "", "x\ty\\z\nw", 3, None)]
+    assert tab_separated(columns, rows) == str(chdb.query(query, "TabSeparatedWithNames"))
