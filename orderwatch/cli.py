@@ -184,9 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--orders", type=_positive(int), default=1000, metavar="N",
                      help="orders created from the start on (default 1000; with "
                      "--warm-start, those already in flight come on top)")
-    _orders_per_minute(sim, "mean arrival rate of new orders in event time (default 60, "
-                       "with --rate what gives EPS; e.g. 1 spreads 20,000 orders over two "
-                       "weeks; at most 100,000)", default=None)
+    _orders_per_minute(sim, "mean arrival rate of new orders in event time (default 60; "
+                       "with --rate, what gives about EPS events a second; e.g. 1 spreads "
+                       "20,000 orders over two weeks; at most 100,000)", default=None)
     sim.add_argument("--faults", type=_faults, default=frozenset(), metavar="LIST",
                      help="fault scenarios: all, none, or a comma list (default none)")
     sim.add_argument("--seed", type=int, default=7)
@@ -453,10 +453,10 @@ def _simulate_live(args: argparse.Namespace) -> int:
     for event in sim.events():
         if stop.is_set():
             break
-        # event time is the wall clock: a consumer refuses events far ahead of it, and
+        # Event time is the wall clock: a consumer refuses events far ahead of it, and
         # dashboards show the last hours. Late and redelivered copies (older than the
-        # newest) follow at once, in the order the engine delivers them.
-        # a bad timestamp the engine injects (a dead letter to be) is sent as it comes
+        # newest) and the bad timestamps the engine injects follow at once, in the order
+        # the engine delivers them.
         with contextlib.suppress(KeyError, TypeError, ValueError):
             newest = max(newest, from_rfc3339(event["occurred_at"]))
         ahead = newest - time.time()
