@@ -137,13 +137,14 @@ def _orders_per_minute(parser: argparse.ArgumentParser, help: str,
         default=default, metavar="R", help=help)
 
 
-def _check_warm_up(args: argparse.Namespace) -> None:
+def _check_warm_up(args: argparse.Namespace, pace: str | None = None) -> None:
+    """`pace` names the flag that set the orders per minute, when it was not given."""
     orders = args.orders_per_minute * 1440 * args.warm_start
     if orders > MAX_WARM_UP_ORDERS:
-        raise UsageError(f"--warm-start {args.warm_start:g} at --orders-per-minute "
-                         f"{args.orders_per_minute:g} is {orders:,.0f} orders to simulate "
-                         f"before the first event; at most {MAX_WARM_UP_ORDERS:,}: lower "
-                         "either")
+        pace = pace or f"--orders-per-minute {args.orders_per_minute:g}"
+        raise UsageError(f"--warm-start {args.warm_start:g} at {pace} is {orders:,.0f} "
+                         f"orders to simulate before the first event; at most "
+                         f"{MAX_WARM_UP_ORDERS:,}: lower either")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -385,13 +386,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 0
     if not args.out and not args.brokers:
         raise UsageError("simulate needs --out EVENTS.jsonl and/or --brokers HOST:PORT")
+    pace = None
     if args.orders_per_minute is None:
         args.orders_per_minute = 60.0 if args.rate is None else min(
             args.rate * 60 / LIVE_EVENTS_PER_ORDER, MAX_ORDERS_PER_MINUTE)
+        if args.rate is not None:
+            pace = f"--rate {args.rate:g} ({args.orders_per_minute:,.0f} orders a minute)"
     elif args.rate is not None:
         raise UsageError("simulate --rate sets the orders per minute (about EPS events a "
                          "second in wall-clock time): give --rate or --orders-per-minute")
-    _check_warm_up(args)
+    _check_warm_up(args, pace)
     _files_apart([], [("--out", args.out), ("--labels", args.labels)])
     if args.rate is not None:
         return _simulate_live(args)

@@ -382,7 +382,10 @@ def test_the_engine_refuses_a_shop_it_cannot_simulate(tmp_path):
             (("run", "--orders-per-minute", "1e9"), "--orders-per-minute: must be at most 100,000"),
             (("simulate", "--out", out, "--orders-per-minute", "2000", "--warm-start", "10"),
              "28,800,000 orders to simulate before the first event; at most 20,000,000"),
-            (("run", "--orders-per-minute", "100000", "--warm-start", "1"), "at most 20,000,000")):
+            (("run", "--orders-per-minute", "100000", "--warm-start", "1"), "at most 20,000,000"),
+            # the flag given is the one named, not the --orders-per-minute it sets
+            (("simulate", "--brokers", "127.0.0.1:1", "--rate", "2000", "--warm-start", "10"),
+             "--warm-start 10 at --rate 2000 (9,486 orders a minute) is 136,600,791 orders")):
         result = orderwatch(*args, "--data", str(tmp_path / "ch")) if args[0] == "run" \
             else orderwatch(*args)
         assert result.returncode == 2 and said in result.stderr, (args, result.stderr[-500:])
