@@ -381,7 +381,10 @@ def test_a_replay_killed_midway_resumes_with_more_workers_to_the_same_results(fa
     and Bytewax panicked. The directory now keeps the stripes it started with."""
     d, dsn, summary = faulty
     total = int(re.search(r"events processed +([\d,]+)", summary)[1].replace(",", ""))
-    recovery = ["-r", str(tmp_path / "recovery"), "-s", "0.2"]
+    # a snapshot pickles every open order (16 shards, each woken by every batch), so at
+    # -s 0.2 pickling took 2/3 of the run and 40% took 264 s alone, over 300 s in CI;
+    # at -s 1 it takes about 70 s and there are still dozens of snapshots before the kill
+    recovery = ["-r", str(tmp_path / "recovery"), "-s", "1"]
     args = [orderwatch_exe(), "replay", str(d / "events.jsonl"), "--clickhouse",
             f"chdb://{tmp_path / 'ch'}", "--alerts-out", str(tmp_path / "alerts.jsonl"),
             *recovery]
@@ -391,8 +394,7 @@ def test_a_replay_killed_midway_resumes_with_more_workers_to_the_same_results(fa
                              env={**os.environ, "ORDERWATCH_METRICS_PORT": str(port),
                                   "ORDERWATCH_PIPELINE_SOURCE_BATCH_SIZE": "200"})
     try:
-        # a bound for a replay that never gets there, not a speed: under other load on
-        # two cores, starting up and reading 40% once took longer than 120 s
+        # a bound for a replay that never gets there, not a speed
         deadline = time.monotonic() + 300
         while events_counted(port) < total * 0.4:
             assert first.poll() is None, "the replay finished before it could be killed"
