@@ -137,6 +137,13 @@ def parse_floor(events: Path) -> dict:
     return {"events": n, "seconds": round(elapsed, 2), "events_per_s": round(n / elapsed)}
 
 
+def first_create(events: Path) -> dict:
+    """The file's first order creation, the template of `open_orders_file`."""
+    with events.open("rb") as f:
+        return next(e for e in map(orjson.loads, f)
+                    if isinstance(e, dict) and e.get("action") == "create")
+
+
 def open_orders_file(path: Path, n: int, template: dict) -> None:
     """n orders created over two hours and never paid: every one stays open.
 
@@ -172,9 +179,7 @@ def memory(events: Path, work: Path, open_orders: int) -> dict:
     that a smaller baseline would spread over the orders. The figure over 10,000 orders,
     and the one with allowed lateness 0, are reported beside it.
     """
-    with events.open("rb") as f:
-        template = next(e for e in map(orjson.loads, f)
-                        if isinstance(e, dict) and e.get("action") == "create")
+    template = first_create(events)
     baseline = min(100_000, open_orders // 2)  # a smaller --open-orders: half of it
     small = min(10_000, baseline // 2)
     runs = {}
