@@ -12,7 +12,6 @@ the Markdown table to `benchmarks/reports/detection.md`, which the README quotes
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -22,10 +21,10 @@ import orjson
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.orderwatch_cli import orderwatch
+from benchmarks.report_files import REPORTS, write_report
 from orderwatch.config import DEFAULT_THRESHOLDS
 from orderwatch.engine.scoring import AlertQuality, score
 
-REPORTS = Path(__file__).with_name("reports")
 AGGREGATE = ("callback_failure_rate", "callback_cert_expired", "lock_contention",
              "pending_payment_backlog", "channel_degraded", "metric_anomaly")
 # The `all` run labels no metric_anomaly: its scenario (gateway_degrading) is not part of
@@ -165,10 +164,8 @@ def main(argv: list[str] | None = None) -> int:
               "alerts": {name: q.as_dict() for name, q in sorted(alerts.items())},
               "risk": risk, "replay_seconds": [round(r["replay_s"], 1) for r in runs],
               "targets_met": not failures, "misses": failures}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "detection.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(alerts, risk, seeds, args.orders)
-    (args.out / "detection.md").write_text(table)
+    write_report("detection", report, table, args.out)
     print(table)
     print("targets met" if not failures else "targets missed:\n  " + "\n  ".join(failures))
     return 0 if not failures else 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import re
@@ -29,10 +28,10 @@ import orjson
 
 from benchmarks.exposition import histogram, metric_sum
 from benchmarks.orderwatch_cli import exe, free_ports, orderwatch
+from benchmarks.report_files import write_report
 from orderwatch.pipelines.runner import proc_status_kib
 from orderwatch.timestamps import from_rfc3339, to_rfc3339
 
-REPORTS = Path(__file__).with_name("reports")
 TARGETS = {"events_per_s": 100_000, "floor_ratio": 0.35, "bytes_per_open_order": 1024,
            "two_process_speedup": 1.7, "latency_p95_s": 2.0}
 
@@ -332,9 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                               "peak_over_first_tenth_mib": max(tenths) - tenths[0],
                               "second_half_range_mib": max(tenths[5:]) - min(tenths[5:])}
             print(f"week    RSS by tenth of the replay (MiB): {tenths}", flush=True)
-    REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "performance.json").write_text(json.dumps(report, indent=2) + "\n")
-    (REPORTS / "performance.md").write_text(markdown(report))
+    write_report("performance", report, markdown(report))
     print(markdown(report))
     return 0
 

@@ -13,14 +13,14 @@ and create-only orders that all stay open. Writes `benchmarks/reports/recovery.j
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.orderwatch_cli import orderwatch
-from benchmarks.performance import REPORTS, first_create, open_orders_file, replay
+from benchmarks.performance import first_create, open_orders_file, replay
+from benchmarks.report_files import write_report
 
 INTERVALS_S = (None, 10.0, 1.0)  # None: no recovery directory, the baseline
 
@@ -57,9 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         open_orders_file(opened, args.open_orders, first_create(shop))
         report["simulated"] = {"orders": args.orders, "runs": measure(shop, work)}
         report["open"] = {"orders": args.open_orders, "runs": measure(opened, work)}
-    REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "recovery.json").write_text(json.dumps(report, indent=2) + "\n")
-    (REPORTS / "recovery.md").write_text(markdown(report))
+    write_report("recovery", report, markdown(report))
     print(markdown(report))
     return 0
 

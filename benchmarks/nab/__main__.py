@@ -12,7 +12,6 @@ optimized over the corpus, both NAB's way (hill-climbing from 0.5) and exactly. 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -20,9 +19,9 @@ import time
 from pathlib import Path
 
 from benchmarks.nab.scoring import load_corpus, load_profiles, optimize, optimize_local
+from benchmarks.report_files import write_report
 from orderwatch.detectors.series_anomaly import SeriesAnomaly
 
-REPORTS = Path(__file__).resolve().parent.parent / "reports"
 DEFAULT_CORPUS = Path(os.environ.get("ORDERWATCH_SHARED", Path(__file__).resolve()
                                      .parents[3] / "shared")) / "benchmarks" / "nab"
 # The published scoreboard: standard, reward low FP, reward low FN, from NAB's README
@@ -98,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     report = run(args.corpus)
-    REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "nab.json").write_text(json.dumps(report, indent=2) + "\n")
-    (REPORTS / "nab.md").write_text(markdown(report))
+    write_report("nab", report, markdown(report))
     for name, result in report["profiles"].items():
         print(f"{name:<20} {result['score']:5.1f}  (exact optimum {result['exact_score']:.1f})")
     print(f"detector throughput   {report['points_per_second']:,} points/s")
