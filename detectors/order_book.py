@@ -221,6 +221,11 @@ class OrderBook:
             self._schedule(event.order_no, event.ts + self.max_idle)
         elif has_digest(order.seen, digest):
             return order, False
+        else:
+            # the book's copy of the order number: detectors key their state by
+            # event.order_no, and one string per open order where each kept its own event's
+            # copy saves ~180 bytes per order in a shop (memory, issue #8)
+            event.order_no = order.order_no
         order.seen += digest
         was_finished = order.finished_at is not None
         order.apply(event)

@@ -8,8 +8,6 @@ event-time order from the order book: `prev_status` is what OrderWatch saw befor
 
 from __future__ import annotations
 
-from collections import deque
-
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
 from orderwatch.detectors.base import Alert, AlertBook, InstantOrderDetector
 from orderwatch.detectors.order_book import OrderState
@@ -62,16 +60,18 @@ class StatusFlapping(InstantOrderDetector):
         self.min_alternations = thresholds.flapping_min_alternations
         self.window = thresholds.flapping_window_s
         self.book = AlertBook(self.name, "warning", hold_s=thresholds.instant_alert_hold_s)
-        self._changes: dict[str, deque[tuple[float, str | None, str]]] = {}
+        # lists, not deques: a deque takes 760 bytes per order that changed status and
+        # pickles several times slower (recovery snapshots); a window holds a few changes
+        self._changes: dict[str, list[tuple[float, str | None, str]]] = {}
 
     def learn_one(self, event: Event, order: OrderState) -> list[Alert]:
         change = status_change(event, order)
         if change is None or change[0] is None:
             return []
-        changes = self._changes.setdefault(event.order_no, deque())
+        changes = self._changes.setdefault(event.order_no, [])
         changes.append((event.ts, *change))
         while changes and changes[0][0] < event.ts - self.window:
-            changes.popleft()
+            del changes[0]  # also a deque's, in snapshots from before the list
         count = self._alternations(changes)
         if count >= self.min_alternations:
             statuses = sorted(change)  # type: ignore[arg-type]
@@ -85,7 +85,7 @@ class StatusFlapping(InstantOrderDetector):
         return []
 
     @staticmethod
-    def _alternations(changes: deque[tuple[float, str | None, str]]) -> int:
+    def _alternations(changes: list[tuple[float, str | None, str]]) -> int:
         """How many of the latest changes alternate between the same two statuses."""
         _, a, b = changes[-1]
         count = 0
