@@ -51,6 +51,13 @@ class Alert:
         if not self.fingerprint:
             self.fingerprint = fingerprint(self.alert, self.labels)
 
+    def __reduce__(self) -> tuple:
+        # its fields as arguments pickle in 2/3 of the time of the slots' dict: recovery
+        # snapshots hold every firing alert, and alerts cross processes to the leader
+        return Alert, (self.alert, self.status, self.severity, self.labels, self.starts_at,
+                       self.ends_at, self.value, self.summary, self.fingerprint,
+                       self.summary_zh)
+
     def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
         # pickle's (None, slots) of a recovery snapshot written before `summary_zh` existed
         slots = state[1]

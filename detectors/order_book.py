@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
+import operator
 import sys
+from itertools import chain
 
 from orderwatch.detectors.base import mostly_stale
 from orderwatch.engine import state_machine as sm
@@ -203,6 +205,23 @@ class ExpiryBuckets:
         return self._entries
 
 
+ORDER_FIELDS = OrderState.__slots__
+_order_fields = operator.attrgetter(*ORDER_FIELDS)
+
+
+def _orders_from_fields(fields: tuple[str, ...], values: list) -> dict[str, OrderState]:
+    """A field the snapshot lacks (one added since) keeps its default; one it has that
+    OrderState no longer has is dropped."""
+    kept = [(i, field) for i, field in enumerate(fields) if field in ORDER_FIELDS]
+    orders = {}
+    for start in range(0, len(values), len(fields)):
+        order = OrderState("")
+        for i, field in kept:
+            setattr(order, field, values[start + i])
+        orders[order.order_no] = order
+    return orders
+
+
 class OrderBook:
     def __init__(self, finished_retention_s: float = 1 * HOUR,
                  max_idle_s: float = 14 * 24 * HOUR) -> None:
@@ -266,8 +285,21 @@ class OrderBook:
             for order_no, order in self.orders.items():
                 self._expiry.add(self._quiet_until(order), order_no)
 
+    def __getstate__(self) -> dict:
+        """The orders as one flat list of their fields: a recovery snapshot pickles every
+        open order, and one list pickles about twice as fast as the objects (issue #8)."""
+        state = dict(self.__dict__)
+        state["orders"] = (ORDER_FIELDS, list(chain.from_iterable(
+            map(_order_fields, self.orders.values()))))
+        return state
+
     def __setstate__(self, state: dict) -> None:
-        """Snapshots taken before the buckets kept a heap of (time, order_no)."""
+        """Also reads older snapshots: orders as objects (before the flat list), expiry as
+        a heap of (time, order_no) (before the buckets)."""
+        if isinstance(state["orders"], tuple):
+            state["orders"] = _orders_from_fields(*state["orders"])
+            state["_dirty"] = {order_no: state["orders"].get(order_no, order)
+                               for order_no, order in state["_dirty"].items()}
         if isinstance(state.get("_expiry"), list):
             expiry = ExpiryBuckets()
             for at, order_no in state["_expiry"]:

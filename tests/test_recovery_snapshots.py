@@ -1,0 +1,104 @@
+"""An order shard pickled mid-stream (a Bytewax recovery snapshot) resumes to the same
+output, whether the snapshot was written by this code or by the layout before it (orders
+as objects, waybills and alerts as their slots' dicts, status changes in deques)."""
+
+from __future__ import annotations
+
+import contextlib
+import copyreg
+import io
+import operator
+import pickle
+from collections import deque
+from dataclasses import fields
+from typing import Any
+
+import pytest
+from test_watermark_and_order_book import drained
+
+from orderwatch.config import PipelineSettings, Settings
+from orderwatch.detectors.base import Alert
+from orderwatch.detectors.order_book import ORDER_FIELDS, OrderBook
+from orderwatch.detectors.silent_shipment import _Waybill
+from orderwatch.detectors.status_transitions import StatusFlapping
+from orderwatch.engine.faults import SCENARIOS
+from orderwatch.engine.simulator import SimConfig, Simulator
+from orderwatch.events import InvalidEvent, validate
+from orderwatch.pipelines.order_shard import OrderShard, ShardInput, ShardOutput
+
+
+class _OldLayout(pickle.Pickler):
+    """Pickles as the code before the flat order book, waybill tuples, alert arguments
+    and status-change lists did (copyreg's default reduction of each class)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is OrderBook:
+            return copyreg.__newobj__, (kind,), dict(vars(obj))
+        if kind is StatusFlapping:
+            changes = {order_no: deque(c) for order_no, c in obj._changes.items()}
+            return copyreg.__newobj__, (kind,), dict(vars(obj), _changes=changes)
+        if kind is _Waybill:
+            return copyreg.__newobj__, (kind,), (None, {s: getattr(obj, s)
+                                                        for s in kind.__slots__})
+        if kind is Alert:
+            return copyreg.__newobj__, (kind,), (None, {f.name: getattr(obj, f.name)
+                                                        for f in fields(kind)})
+        return NotImplemented
+
+
+def _old_layout(shard: OrderShard) -> bytes:
+    buffer = io.BytesIO()
+    _OldLayout(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(shard)
+    return buffer.getvalue()
+
+
+def _new_layout(shard: OrderShard) -> bytes:
+    return pickle.dumps(shard, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _summary(out: ShardOutput) -> tuple:
+    return out.alerts, out.rows, out.to_aggregates, out.open_orders, out.watermark
+
+
+@pytest.fixture(scope="module")
+def shop_inputs() -> list[ShardInput]:
+    """A shop with every fault over a few hours, in chunks of 500 events."""
+    sim = Simulator(SimConfig(seed=11, orders=1500, orders_per_minute=20,
+                              faults=frozenset(SCENARIOS)))
+    events = []
+    for data in sim.events():
+        with contextlib.suppress(InvalidEvent):  # malformed_events: dead letters, elsewhere
+            events.append(validate(data))
+    return drained([events[i:i + 500] for i in range(0, len(events), 500)])
+
+
+@pytest.mark.parametrize("layout", [_new_layout, _old_layout], ids=["this", "older"])
+def test_a_shard_snapshotted_mid_stream_resumes_to_the_same_output(shop_inputs, layout):
+    settings = Settings(pipeline=PipelineSettings(order_shards=1, aggregate_shards=1))
+    uninterrupted = OrderShard(settings, "000")
+    half = len(shop_inputs) // 2
+    for inp in shop_inputs[:half]:
+        uninterrupted.process(inp)
+    snapshot = layout(uninterrupted)
+    resumed = pickle.loads(snapshot)
+    assert len(resumed.book) == len(uninterrupted.book) > 500
+    flapping = next(d for d in resumed.detectors if isinstance(d, StatusFlapping))
+    assert flapping._changes  # the status changes came back, deques or lists
+    outputs = [(_summary(uninterrupted.process(inp)), _summary(resumed.process(inp)))
+               for inp in shop_inputs[half:]]
+    assert sum(len(a[0]) for a, _ in outputs) > 50  # alerts after the snapshot
+    for expected, got in outputs:
+        assert got == expected
+    assert _orders(resumed) == _orders(uninterrupted)
+
+
+def _orders(shard: OrderShard) -> list[tuple]:
+    return [operator.attrgetter(*ORDER_FIELDS)(o) for o in shard.book.orders.values()]
+
+
+def test_this_snapshot_layout_is_smaller(shop_inputs):
+    shard = OrderShard(Settings(pipeline=PipelineSettings(order_shards=1)), "000")
+    for inp in shop_inputs[:len(shop_inputs) // 2]:
+        shard.process(inp)
+    assert len(_new_layout(shard)) < 0.9 * len(_old_layout(shard))
