@@ -136,6 +136,12 @@ def parse_floor(events: Path) -> dict:
     return {"events": n, "seconds": round(elapsed, 2), "events_per_s": round(n / elapsed)}
 
 
+def shop_file(path: Path, orders: int) -> None:
+    """The fixed simulated file of the throughput and recovery runs: every fault, seed 8."""
+    orderwatch("simulate", "--out", str(path), "--orders", str(orders), "--faults", "all",
+               "--seed", "8")
+
+
 def first_create(events: Path) -> dict:
     """The file's first order creation, the template of `open_orders_file`."""
     with events.open("rb") as f:
@@ -288,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ow-perf-") as tmp:
         work = Path(tmp)
         events = work / "events.jsonl"
-        orderwatch("simulate", "--out", str(events), "--orders", str(args.orders),
-                   "--faults", "all", "--seed", "8")
+        shop_file(events, args.orders)
         report["floor"] = parse_floor(events)
         print(f"floor   {report['floor']['events_per_s']:,} events/s", flush=True)
         one = replay(events, work)

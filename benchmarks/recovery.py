@@ -18,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.orderwatch_cli import orderwatch
-from benchmarks.performance import first_create, open_orders_file, replay
+from benchmarks.performance import first_create, open_orders_file, replay, shop_file
 from benchmarks.report_files import write_report
 
 INTERVALS_S = (None, 10.0, 1.0)  # None: no recovery directory, the baseline
@@ -51,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ow-recovery-") as tmp:
         work = Path(tmp)
         shop = work / "shop.jsonl"
-        orderwatch("simulate", "--out", str(shop), "--orders", str(args.orders),
-                   "--faults", "all", "--seed", "8")
+        shop_file(shop, args.orders)
         opened = work / "open.jsonl"
         open_orders_file(opened, args.open_orders, first_create(shop))
         report["simulated"] = {"orders": args.orders, "runs": measure(shop, work)}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import operator
 from collections.abc import Hashable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,15 +55,17 @@ class Alert:
     def __reduce__(self) -> tuple:
         # its fields as arguments pickle in 2/3 of the time of the slots' dict: recovery
         # snapshots hold every firing alert, and alerts cross processes to the leader
-        return Alert, (self.alert, self.status, self.severity, self.labels, self.starts_at,
-                       self.ends_at, self.value, self.summary, self.fingerprint,
-                       self.summary_zh)
+        return Alert, _alert_arguments(self)
 
     def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
         # pickle's (None, slots) of a recovery snapshot written before `summary_zh` existed
         slots = state[1]
         for f in fields(self):
             object.__setattr__(self, f.name, slots.get(f.name, f.default))
+
+
+# every field in __init__'s order, read from the dataclass so a field added later pickles too
+_alert_arguments = operator.attrgetter(*(f.name for f in fields(Alert)))
 
 
 def fingerprint(alert: str, labels: Mapping[str, str]) -> str:
