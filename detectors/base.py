@@ -78,6 +78,10 @@ class OrderDetector(Protocol):
 
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> Iterable[Alert]: ...
 
+    def timers(self) -> Iterable[Deadlines]:
+        """Every timer `advance` acts on. While none of them is due, `advance` returns
+        nothing and changes nothing, so a caller may skip it (`any_due`)."""
+
     def forget(self, order_no: str, now: float) -> Iterable[Alert]:
         """The order leaves memory: drop what is kept for it, and resolve its alerts still
         firing (nothing could resolve them later)."""
@@ -104,6 +108,9 @@ class InstantOrderDetector:
 
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
         return self.book.release(now)
+
+    def timers(self) -> tuple[Deadlines, ...]:
+        return self.book.timers()
 
     def forget(self, order_no: str, now: float) -> list[Alert]:
         """Nothing kept per order beyond open alerts, which resolve on their own."""
@@ -181,6 +188,17 @@ class Deadlines:
         return key in self._at
 
 
+def any_timer_due(timers: Iterable[Deadlines], now: float) -> bool:
+    """Whether any of these timers has reached `now`. One look at each heap's top, so a
+    shard can ask it for every event instead of calling each detector's `advance`; a
+    stale top only makes the answer True early, which costs a call and nothing else."""
+    for timer in timers:
+        heap = timer._heap
+        if heap and heap[0][0] <= now:
+            return True
+    return False
+
+
 class AlertBook:
     """Which alerts of one detector are firing; turns conditions into transitions.
 
@@ -216,6 +234,10 @@ class AlertBook:
             self._proposed[key] = Alert(self.name, FIRING, self.severity, labels, at, None,
                                         value, summary, summary_zh=summary_zh)
             self._release.schedule(key, at)
+
+    def timers(self) -> tuple[Deadlines, ...]:
+        """What `release` acts on: proposals waiting for the watermark, holds running."""
+        return self._release, self._holds
 
     def release(self, now: float) -> list[Alert]:
         """Emit proposals the watermark has passed, then resolve expired holds."""

@@ -47,6 +47,9 @@ class CallbackLost:
     def _resolve(self, order_no: str, left_at: float) -> Alert | None:
         return self.book.resolve(order_no, left_at, "order left pending payment")
 
+    def timers(self) -> tuple[Deadlines, ...]:
+        return self._due, self._recovered
+
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
         out = []
         for order_no, due in self._due.due(now):

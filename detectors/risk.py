@@ -223,6 +223,10 @@ class RiskScorer:
                 out.extend(self._score(order, at))
         return out
 
+    def timers(self) -> tuple[Deadlines, ...]:
+        """What `advance` acts on (its alert book is fired and resolved directly)."""
+        return self._retire, self._verdicts
+
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
         out = []
         for order_no, at in self._retire.due(now):

@@ -68,6 +68,9 @@ class SilentShipment:
                                    event.ts + self.limit_for(waybill.carrier))
         return []
 
+    def timers(self) -> tuple[Deadlines, ...]:
+        return self._due, self._scanned
+
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
         out = []
         for key, due in self._due.due(now):

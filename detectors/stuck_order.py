@@ -49,6 +49,9 @@ class StuckOrder:
             self._due.schedule(event.order_no, event.ts + limit)
         return out
 
+    def timers(self) -> tuple[Deadlines, ...]:
+        return (self._due,)
+
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
         out = []
         for order_no, due in self._due.due(now):

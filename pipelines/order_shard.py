@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from orderwatch.config import Settings
-from orderwatch.detectors.base import Alert
+from orderwatch.detectors.base import Alert, Deadlines, any_timer_due
 from orderwatch.detectors.catalogue import aggregate_detectors, order_detectors
 from orderwatch.detectors.channel_degraded import ChannelDegraded
 from orderwatch.detectors.event_time import ReorderBuffer
@@ -102,6 +102,14 @@ class OrderShard:
         self.watermark = WatermarkTracker(p.allowed_lateness_s)
         self.buffer: ReorderBuffer[Event] = ReorderBuffer()
         self.now = NEVER
+        self._timers = self._all_timers()
+
+    def _all_timers(self) -> list[Deadlines]:
+        return [t for det in (*self.detectors, self.risk) for t in det.timers()]
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._timers = self._all_timers()  # snapshots from before the list have none
 
     def process(self, inp: ShardInput) -> ShardOutput:
         """Buffer the chunk's events; apply, oldest first, those event time has passed."""
@@ -166,6 +174,10 @@ class OrderShard:
         if now <= self.now:
             return
         self.now = now
+        if any_timer_due(self._timers, now):  # for most events, no timer is
+            self._run_timers(now, out)
+
+    def _run_timers(self, now: float, out: ShardOutput) -> None:
         new: list[Alert] = []
         for det in self.detectors:
             new.extend(det.advance(now, self.book.orders))
@@ -185,7 +197,8 @@ class OrderShard:
             new.extend(det.learn_one(event, order))
         out.alerts.extend(new)
         out.alerts.extend(self.risk.learn_one(event, order))
-        out.alerts.extend(self.risk.observe(new, self.book.orders, event.ts))
+        if new:  # most events change no alert
+            out.alerts.extend(self.risk.observe(new, self.book.orders, event.ts))
         n_aggr = len(self.aggregate_shards)
         for i, router in enumerate(self.routers):
             for key, payload in router.route(event, order):

@@ -1,6 +1,7 @@
 """An order shard pickled mid-stream (a Bytewax recovery snapshot) resumes to the same
 output, whether the snapshot was written by this code or by the layout before it (orders
-as objects, waybills and alerts as their slots' dicts, status changes in deques)."""
+as objects, waybills and alerts as their slots' dicts, status changes in deques, no list
+of the detectors' timers)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ class _OldLayout(pickle.Pickler):
         kind = type(obj)
         if kind is OrderBook:
             return copyreg.__newobj__, (kind,), dict(vars(obj))
+        if kind is OrderShard:  # before it listed its detectors' timers
+            return copyreg.__newobj__, (kind,), {k: v for k, v in vars(obj).items()
+                                                 if k != "_timers"}
         if kind is StatusFlapping:
             changes = {order_no: deque(c) for order_no, c in obj._changes.items()}
             return copyreg.__newobj__, (kind,), dict(vars(obj), _changes=changes)
