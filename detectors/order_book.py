@@ -59,7 +59,10 @@ class OrderState:
         self.status_at = -float("inf")
         self.created_at: float | None = None
         self.left_pending_at: float | None = None  # first event time in a later status
-        self.left_by: str | None = None  # the event_id that first left pending payment
+        # which of its events (1 for the first applied) first left pending payment: a count,
+        # not the event's id, which took ~70 bytes per paid order (memory, issue #8);
+        # snapshots from before hold the id, which no later event matches, as it should
+        self.left_by: int | str | None = None
         self.finished_at: float | None = None
         self.last_event_at = -float("inf")
         self.events = 0
@@ -106,7 +109,7 @@ class OrderState:
             if status != sm.PENDING_PAYMENT and (
                     self.left_pending_at is None or ts < self.left_pending_at):
                 if self.left_pending_at is None:
-                    self.left_by = event.event_id
+                    self.left_by = self.events
                 self.left_pending_at = ts
             if data["action"] == "ship" and data["result"] == "ok" and self.shipped_at is None:
                 self.shipped_at = ts

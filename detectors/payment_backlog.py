@@ -44,7 +44,7 @@ class PendingPaymentBacklog:
             return []
         if event.data["action"] == "create" and event.data["result"] == "ok":
             return [(ALL, ("created", event.ts))]
-        if order.left_by == event.event_id and order.created_at is not None:
+        if order.left_by == order.events and order.created_at is not None:  # this event
             return [(ALL, ("left", order.created_at))]
         return []
 
