@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
 from orderwatch.detectors.base import Alert, AlertBook, Deadlines, InstantOrderDetector
-from orderwatch.detectors.order_book import OrderState
+from orderwatch.detectors.order_book import OrderState, intern_value
 from orderwatch.events import Event
 
 SHIP_ACTIONS = frozenset({"ship_request", "ship"})
@@ -33,7 +33,7 @@ class DuplicateShipRequest(InstantOrderDetector):
         rid = data.get("request_id") or ""
         seen = requests.get(rid)
         if seen is None or event.ts < seen[0]:
-            requests[rid] = (event.ts, data.get("warehouse") or "")
+            requests[rid] = (event.ts, intern_value(data.get("warehouse")) or "")
         if len(requests) < self.min_requests:
             return []
         first = sorted(requests.values())[: self.min_requests]

@@ -97,10 +97,10 @@ class OrderState:
             if data["action"] == "create":
                 self.created_at = ts
                 self.user_id = data.get("user_id")
-                self.channel = _intern(data.get("channel"))
+                self.channel = intern_value(data.get("channel"))
                 self.amount = data.get("amount")
                 self.grace_s = _shared(data.get("grace_period_s"))
-            status = _intern(data["status"])
+            status = intern_value(data["status"])
             if ts >= self.status_at:
                 self.prev_status = self.status
                 self.status, self.status_at = status, ts
@@ -114,20 +114,20 @@ class OrderState:
             if data["action"] == "ship" and data["result"] == "ok" and self.shipped_at is None:
                 self.shipped_at = ts
             if "warehouse" in data:
-                self.warehouse = _intern(data["warehouse"])
+                self.warehouse = intern_value(data["warehouse"])
             if "carrier" in data:
-                self.carrier = _intern(data["carrier"])
+                self.carrier = intern_value(data["carrier"])
             if "waybill_no" in data:
                 self.waybill_no = data["waybill_no"]
             self.finished_at = self.status_at if sm.is_finished(self.status) else None
         elif stream == "callback":
             if self.gateway is None:
-                self.gateway = _intern(data["gateway"])
+                self.gateway = intern_value(data["gateway"])
             if data["trade_status"] == "SUCCESS" and self.paid_at is None:
                 self.paid_at = parse_timestamp(data["paid_at"], "paid_at")
         else:
             if self.carrier is None:
-                self.carrier = _intern(data["carrier"])
+                self.carrier = intern_value(data["carrier"])
             if self.first_scan_at is None or ts < self.first_scan_at:
                 self.first_scan_at = ts
 
@@ -149,7 +149,7 @@ def has_digest(seen: bytes, digest: bytes) -> bool:
     return False
 
 
-def _intern(value: str | None) -> str | None:
+def intern_value(value: str | None) -> str | None:
     """One copy of each low-cardinality value (status, channel, carrier) for all orders,
     rather than the copy each parsed event brings (memory per open order, issue #8)."""
     return sys.intern(value) if isinstance(value, str) else value

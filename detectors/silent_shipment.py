@@ -62,8 +62,10 @@ class SilentShipment:
             waybill = self._waybill(event.order_no, data["waybill_no"])
             if waybill.shipped_at is None or event.ts < waybill.shipped_at:
                 waybill.shipped_at = event.ts
-                waybill.carrier = data["carrier"]
-                waybill.warehouse = data.get("warehouse", "")
+                # the book's shared strings for the ones this event named (a shipped
+                # event names both), not the event's own copies
+                waybill.carrier = order.carrier or data["carrier"]
+                waybill.warehouse = order.warehouse or ""
                 self._due.schedule((event.order_no, data["waybill_no"]),
                                    event.ts + self.limit_for(waybill.carrier))
         return []

@@ -8,9 +8,11 @@ event-time order from the order book: `prev_status` is what OrderWatch saw befor
 
 from __future__ import annotations
 
+import sys
+
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
 from orderwatch.detectors.base import Alert, AlertBook, InstantOrderDetector
-from orderwatch.detectors.order_book import OrderState
+from orderwatch.detectors.order_book import OrderState, intern_value
 from orderwatch.engine import state_machine as sm
 from orderwatch.events import Event
 
@@ -27,7 +29,9 @@ def status_change(event: Event, order: OrderState) -> tuple[str | None, str] | N
             return None
     if prev == new:
         return None
-    return prev, new
+    # one string per status for all orders, not the parsed event's copy: StatusFlapping
+    # keeps an order's recent changes (memory per open order, issue #8)
+    return intern_value(prev), sys.intern(new)
 
 
 class IllegalTransition(InstantOrderDetector):

@@ -56,7 +56,7 @@ def test_an_open_order_keeps_under_600_bytes_of_python_objects(tmp_path):
     assert per_order < 600, per_order
 
 
-def test_an_order_of_a_simulated_shop_keeps_under_3000_bytes():
+def test_an_order_of_a_simulated_shop_keeps_under_2500_bytes():
     """Two thirds of the events of 2,000 orders with every fault: most orders are open and
     mid-life (paid, shipped), some finished and kept for redeliveries."""
     sim = Simulator(SimConfig(seed=8, orders=2000,
@@ -65,7 +65,7 @@ def test_an_order_of_a_simulated_shop_keeps_under_3000_bytes():
     shard = OrderShard(Settings())
     per_order = _bytes_per_order(shard, lines[:len(lines) * 2 // 3])
     assert len(shard.book) > 1500
-    assert per_order < 3000, per_order
+    assert per_order < 2500, per_order  # 2,589 before statuses and carriers were shared
 
 
 def test_a_book_snapshotted_with_an_expiry_heap_resumes():
