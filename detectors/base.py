@@ -73,7 +73,19 @@ def fingerprint(alert: str, labels: Mapping[str, str]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
+# What a detector's `streams` says: the streams whose events its `learn_one` (an order
+# detector's) or `route` (an aggregate detector's) reads. A shard gives it no others: a
+# callback need not pass through eight detectors that look only at orders.
+ORDERS = frozenset({"order"})
+CALLBACKS = frozenset({"callback"})
+ORDERS_AND_CALLBACKS = ORDERS | CALLBACKS
+ORDERS_AND_LOGISTICS = ORDERS | {"logistics"}
+NO_STREAMS: frozenset[str] = frozenset()
+
+
 class OrderDetector(Protocol):
+    streams: frozenset[str]
+
     def learn_one(self, event: Event, order: OrderState) -> Iterable[Alert]: ...
 
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> Iterable[Alert]: ...
@@ -92,6 +104,8 @@ LEFT_MEMORY_ZH = "订单已离开 OrderWatch 内存（保留期内没有新事�
 
 
 class AggregateDetector(Protocol):
+    streams: frozenset[str]
+
     def route(self, event: Event, order: OrderState) -> Iterable[tuple[str, Any]]:
         """(key, payload) pairs this detector wants: usually (a gateway, the event)."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook, Deadlines
+from orderwatch.detectors.base import CALLBACKS, ORDERS_AND_CALLBACKS, Alert, AlertBook, Deadlines
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.detectors.sliding_window import SlidingCounts
 from orderwatch.events import Event, parse_timestamp
@@ -19,6 +19,7 @@ from orderwatch.timestamps import duration_text
 
 class CallbackLost:
     name = "callback_lost"
+    streams = ORDERS_AND_CALLBACKS
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.after = thresholds.callback_lost_after_s
@@ -90,6 +91,7 @@ def notify_failed(data: Mapping) -> bool:
 
 class CallbackFailureRate:
     name = "callback_failure_rate"
+    streams = CALLBACKS
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.ratio = thresholds.callback_failure_ratio
@@ -134,6 +136,7 @@ class CallbackCertExpired:
     """
 
     name = "callback_cert_expired"
+    streams = CALLBACKS
     ERR_CODE = "CERTIFICATE_EXPIRED"
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook
+from orderwatch.detectors.base import NO_STREAMS, Alert, AlertBook
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.detectors.series_limit import DEFAULT_CAP, SeriesLimit
 from orderwatch.events import Event
@@ -23,6 +23,7 @@ Verdict = tuple[float, str, bool]  # (verdict time, order_no, risk reached the t
 
 class ChannelDegraded:
     name = "channel_degraded"
+    streams = NO_STREAMS
     limit: SeriesLimit | None = None  # class default: older snapshots get one when used
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS,

@@ -9,7 +9,7 @@ within the window (in either arrival order: the later-created order is the dupli
 from __future__ import annotations
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook, Deadlines, InstantOrderDetector
+from orderwatch.detectors.base import ORDERS, Alert, AlertBook, Deadlines, InstantOrderDetector
 from orderwatch.detectors.order_book import OrderState, intern_value
 from orderwatch.events import Event
 
@@ -18,6 +18,7 @@ SHIP_ACTIONS = frozenset({"ship_request", "ship"})
 
 class DuplicateShipRequest(InstantOrderDetector):
     name = "duplicate_ship_request"
+    streams = ORDERS
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.min_requests = thresholds.duplicate_ship_min_requests
@@ -56,6 +57,7 @@ class DuplicateShipRequest(InstantOrderDetector):
 
 class DuplicateOrder:
     name = "duplicate_order"
+    streams = ORDERS
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.window = thresholds.duplicate_order_window_s

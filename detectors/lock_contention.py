@@ -12,7 +12,7 @@ import re
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
 from orderwatch.detectors import wait_histogram
-from orderwatch.detectors.base import Alert, AlertBook, InstantOrderDetector
+from orderwatch.detectors.base import ORDERS, Alert, AlertBook, InstantOrderDetector
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.detectors.sliding_window import SlidingCounts
 from orderwatch.events import Event
@@ -45,6 +45,7 @@ def lock_family_by_segments(key: str) -> str:
 
 class LockTtlOverrun(InstantOrderDetector):
     name = "lock_ttl_overrun"
+    streams = ORDERS
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.book = AlertBook(self.name, "warning", hold_s=thresholds.instant_alert_hold_s)
@@ -69,6 +70,7 @@ class LockTtlOverrun(InstantOrderDetector):
 
 class LockContention:
     name = "lock_contention"
+    streams = ORDERS
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.slow_ms = thresholds.lock_wait_p95_ms

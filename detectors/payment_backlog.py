@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook
+from orderwatch.detectors.base import ORDERS, Alert, AlertBook
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.events import Event
 
@@ -25,6 +25,7 @@ ALL = "all"
 
 class PendingPaymentBacklog:
     name = "pending_payment_backlog"
+    streams = ORDERS
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.age = int(thresholds.backlog_age_s // MINUTE)

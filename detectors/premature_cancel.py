@@ -8,7 +8,7 @@ noticeably before `created_at + grace_period_s` is a bug.
 from __future__ import annotations
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook, InstantOrderDetector
+from orderwatch.detectors.base import ORDERS, Alert, AlertBook, InstantOrderDetector
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.events import Event
 from orderwatch.timestamps import duration_text
@@ -16,6 +16,7 @@ from orderwatch.timestamps import duration_text
 
 class PrematureTimeoutCancel(InstantOrderDetector):
     name = "premature_timeout_cancel"
+    streams = ORDERS
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.tolerance = thresholds.premature_cancel_tolerance_s

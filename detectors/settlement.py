@@ -7,7 +7,7 @@ split succeeds (bank API time-outs), so the books never see it.
 from __future__ import annotations
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook, InstantOrderDetector
+from orderwatch.detectors.base import ORDERS, Alert, AlertBook, InstantOrderDetector
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.engine import state_machine as sm
 from orderwatch.events import Event
@@ -15,6 +15,7 @@ from orderwatch.events import Event
 
 class SettlementMissing(InstantOrderDetector):
     name = "settlement_missing"
+    streams = ORDERS
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.book = AlertBook(self.name, "critical", hold_s=thresholds.instant_alert_hold_s)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook, Deadlines
+from orderwatch.detectors.base import ORDERS_AND_LOGISTICS, Alert, AlertBook, Deadlines
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.events import Event
 from orderwatch.timestamps import duration_text
@@ -36,6 +36,7 @@ class _Waybill:
 
 class SilentShipment:
     name = "silent_shipment"
+    streams = ORDERS_AND_LOGISTICS
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.fast = frozenset(thresholds.silent_fast_carriers)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook, InstantOrderDetector
+from orderwatch.detectors.base import ORDERS, Alert, AlertBook, InstantOrderDetector
 from orderwatch.detectors.order_book import OrderState, intern_value
 from orderwatch.engine import state_machine as sm
 from orderwatch.events import Event
@@ -36,6 +36,7 @@ def status_change(event: Event, order: OrderState) -> tuple[str | None, str] | N
 
 class IllegalTransition(InstantOrderDetector):
     name = "illegal_transition"
+    streams = ORDERS
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.book = AlertBook(self.name, "warning", hold_s=thresholds.instant_alert_hold_s)
@@ -59,6 +60,7 @@ class IllegalTransition(InstantOrderDetector):
 
 class StatusFlapping(InstantOrderDetector):
     name = "status_flapping"
+    streams = ORDERS
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.min_alternations = thresholds.flapping_min_alternations

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook, Deadlines
+from orderwatch.detectors.base import ORDERS, Alert, AlertBook, Deadlines
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.engine import state_machine as sm
 from orderwatch.events import Event
@@ -19,6 +19,7 @@ from orderwatch.timestamps import duration_text
 
 class StuckOrder:
     name = "stuck_order"
+    streams = ORDERS
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.limits = {sm.PENDING_REVIEW: thresholds.stuck_review_s,

@@ -8,7 +8,7 @@ orders minutes after creation. Honest clock drift is seconds, never exactly N ho
 from __future__ import annotations
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import Alert, AlertBook, InstantOrderDetector
+from orderwatch.detectors.base import ORDERS, Alert, AlertBook, InstantOrderDetector
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.events import Event, parse_timestamp
 
@@ -26,6 +26,7 @@ def whole_hour_offset(server_ts: float, client_ts: float, tolerance_s: float) ->
 
 class TimezoneSkew(InstantOrderDetector):
     name = "timezone_skew"
+    streams = ORDERS
 
     def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.tolerance = thresholds.timezone_tolerance_s

@@ -8,6 +8,7 @@ possibly none) so all shards see the same watermark.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from orderwatch.detectors.event_time import ReorderBuffer
 from orderwatch.detectors.health_metrics import Partials
 from orderwatch.detectors.order_book import OrderBook, OrderState
 from orderwatch.detectors.risk import RiskModel, RiskScorer
-from orderwatch.events import Event
+from orderwatch.events import STREAMS, Event
 from orderwatch.pipelines.clickhouse_schema import ticks_ms
 from orderwatch.pipelines.sharding import all_shards, detector_shard, shard_of
 from orderwatch.pipelines.watermark import NEVER, WatermarkTracker
@@ -102,14 +103,28 @@ class OrderShard:
         self.watermark = WatermarkTracker(p.allowed_lateness_s)
         self.buffer: ReorderBuffer[Event] = ReorderBuffer()
         self.now = NEVER
-        self._timers = self._all_timers()
+        self._derive()
 
-    def _all_timers(self) -> list[Deadlines]:
-        return [t for det in (*self.detectors, self.risk) for t in det.timers()]
+    def _derive(self) -> None:
+        """What the shard reads from its detectors for every event; not in snapshots."""
+        self._timers: list[Deadlines] = [
+            t for det in (*self.detectors, self.risk) for t in det.timers()]
+        self._learners: dict[str, list[Callable]] = {
+            stream: [det.learn_one for det in self.detectors if stream in det.streams]
+            for stream in STREAMS}
+        self._routes: dict[str, list[tuple[int, Callable]]] = {
+            stream: [(i, r.route) for i, r in enumerate(self.routers) if stream in r.streams]
+            for stream in STREAMS}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in ("_timers", "_learners", "_routes"):
+            del state[name]
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._timers = self._all_timers()  # snapshots from before the list have none
+        self._derive()
 
     def process(self, inp: ShardInput) -> ShardOutput:
         """Buffer the chunk's events; apply, oldest first, those event time has passed."""
@@ -193,15 +208,15 @@ class OrderShard:
         out.fresh[event.stream] += 1
         batch.event_rows.append(event_row(event))
         new: list[Alert] = []
-        for det in self.detectors:
-            new.extend(det.learn_one(event, order))
+        for learn_one in self._learners[event.stream]:
+            new.extend(learn_one(event, order))
         out.alerts.extend(new)
         out.alerts.extend(self.risk.learn_one(event, order))
         if new:  # most events change no alert
             out.alerts.extend(self.risk.observe(new, self.book.orders, event.ts))
         n_aggr = len(self.aggregate_shards)
-        for i, router in enumerate(self.routers):
-            for key, payload in router.route(event, order):
+        for i, route in self._routes[event.stream]:
+            for key, payload in route(event, order):
                 batch.routed.setdefault(detector_shard(i, key, n_aggr), []).append(
                     (i, key, event.ts, event.event_id, payload))
         batch.partials.add(event)

@@ -1,7 +1,7 @@
 """An order shard pickled mid-stream (a Bytewax recovery snapshot) resumes to the same
 output, whether the snapshot was written by this code or by the layout before it (orders
-as objects, waybills and alerts as their slots' dicts, status changes in deques, no list
-of the detectors' timers)."""
+as objects, waybills and alerts as their slots' dicts, status changes in deques, no lists
+of the detectors' timers and streams)."""
 
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ class _OldLayout(pickle.Pickler):
         kind = type(obj)
         if kind is OrderBook:
             return copyreg.__newobj__, (kind,), dict(vars(obj))
-        if kind is OrderShard:  # before it listed its detectors' timers
+        if kind is OrderShard:  # before it derived timer and dispatch lists
             return copyreg.__newobj__, (kind,), {k: v for k, v in vars(obj).items()
-                                                 if k != "_timers"}
+                                                 if k not in DERIVED}
         if kind is StatusFlapping:
             changes = {order_no: deque(c) for order_no, c in obj._changes.items()}
             return copyreg.__newobj__, (kind,), dict(vars(obj), _changes=changes)
@@ -49,6 +49,9 @@ class _OldLayout(pickle.Pickler):
             return copyreg.__newobj__, (kind,), (None, {f.name: getattr(obj, f.name)
                                                         for f in fields(kind)})
         return NotImplemented
+
+
+DERIVED = ("_timers", "_learners", "_routes")
 
 
 def _old_layout(shard: OrderShard) -> bytes:

@@ -1,7 +1,9 @@
-"""An order shard calls its detectors' `advance` only when one of their timers is due.
+"""An order shard calls a detector's `advance` only when one of its timers is due, and its
+`learn_one` (a router's `route`) only with events of the streams it reads.
 
-Skipping must change nothing: the shard's output equals that of a shard advancing every
-detector at every step of event time, over a shop with every fault.
+Neither may change anything: the shard's output equals that of a shard advancing every
+detector at every step of event time, or giving every event to every detector, over a
+shop with every fault.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from orderwatch.config import PipelineSettings, Settings
 from orderwatch.detectors.base import Deadlines, any_timer_due
 from orderwatch.engine.faults import SCENARIOS
 from orderwatch.engine.simulator import SimConfig, Simulator
-from orderwatch.events import InvalidEvent, validate
+from orderwatch.events import STREAMS, InvalidEvent, validate
 from orderwatch.pipelines.order_shard import OrderShard, ShardInput, ShardOutput
 
 
@@ -43,6 +45,16 @@ class _AlwaysAdvancing(OrderShard):
         if now > self.now:
             self.now = now
             self._run_timers(now, out)
+
+
+class _EveryStream(OrderShard):
+    """Every event given to every detector and router, as before streams were declared."""
+
+    def _derive(self) -> None:
+        super()._derive()
+        self._learners = {s: [d.learn_one for d in self.detectors] for s in STREAMS}
+        self._routes = {s: [(i, r.route) for i, r in enumerate(self.routers)]
+                        for s in STREAMS}
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +89,14 @@ def test_skipping_detectors_with_nothing_due_changes_no_output(shop):
     assert skipping.runs < skipping.steps / 2
 
 
+def test_giving_detectors_only_their_streams_changes_no_output(shop):
+    settings = Settings(pipeline=PipelineSettings(order_shards=1, aggregate_shards=1))
+    got = _outputs(OrderShard(settings, "000"), shop)
+    assert got == _outputs(_EveryStream(settings, "000"), shop)
+    routed = Counter(item[0] for out in got for _, inp in out[2] for item in inp.items)
+    assert len(routed) == 6  # every router but channel_degraded's, and the risk verdicts
+
+
 def test_any_timer_due_looks_at_each_timers_earliest_entry():
     early, late = Deadlines(), Deadlines()
     assert not any_timer_due([early, late], 1e12)
@@ -91,8 +111,10 @@ def test_any_timer_due_looks_at_each_timers_earliest_entry():
     assert any_timer_due([late], 200.0)
 
 
-def test_every_order_detector_names_its_timers():
+def test_every_detector_names_its_timers_and_streams():
     shard = OrderShard(Settings(), "000")
     for det in (*shard.detectors, shard.risk):
         timers = list(det.timers())
         assert timers and all(isinstance(t, Deadlines) for t in timers), type(det).__name__
+    for det in (*shard.detectors, *shard.routers):
+        assert det.streams <= set(STREAMS), type(det).__name__
