@@ -92,7 +92,7 @@ class OrderDetector(Protocol):
 
     def timers(self) -> Iterable[Deadlines]:
         """Every timer `advance` acts on. While none of them is due, `advance` returns
-        nothing and changes nothing, so a caller may skip it (`any_due`)."""
+        nothing and changes nothing, so a caller may skip it (`any_timer_due`)."""
 
     def forget(self, order_no: str, now: float) -> Iterable[Alert]:
         """The order leaves memory: drop what is kept for it, and resolve its alerts still
