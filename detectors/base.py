@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 import operator
 from collections.abc import Hashable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field, fields
@@ -112,6 +113,13 @@ class AggregateDetector(Protocol):
     def learn_one(self, payload: Any, key: str) -> Iterable[Alert]: ...
 
     def advance(self, now: float) -> Iterable[Alert]: ...
+
+    def next_due(self) -> float:
+        """The earliest event time at which `advance` has anything to do: before it,
+        `advance` returns nothing and changes nothing, so a caller may skip it. Asked
+        again after each `learn_one` and `advance`. (Order detectors name their timers
+        instead: every event may reach all of them, and one look at each heap is cheaper
+        than asking each.)"""
 
 
 class InstantOrderDetector:
@@ -211,6 +219,12 @@ def any_timer_due(timers: Iterable[Deadlines], now: float) -> bool:
         if heap and heap[0][0] <= now:
             return True
     return False
+
+
+def earliest_due(timers: Iterable[Deadlines]) -> float:
+    """The earliest time in these timers, or infinity: an aggregate detector's `next_due`
+    when timers are all it acts on (a stale entry only makes it early)."""
+    return min((timer._heap[0][0] for timer in timers if timer._heap), default=math.inf)
 
 
 class AlertBook:

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import CALLBACKS, ORDERS_AND_CALLBACKS, Alert, AlertBook, Deadlines
+from orderwatch.detectors.base import (
+    CALLBACKS,
+    ORDERS_AND_CALLBACKS,
+    Alert,
+    AlertBook,
+    Deadlines,
+    earliest_due,
+)
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.detectors.sliding_window import SlidingCounts
 from orderwatch.events import Event, parse_timestamp
@@ -109,6 +116,9 @@ class CallbackFailureRate:
         self.counts.add(key, event.ts, [1.0, 1.0 if notify_failed(event.data) else 0.0])
         return []
 
+    def next_due(self) -> float:
+        return self.counts.next_due()
+
     def advance(self, now: float) -> list[Alert]:
         out = []
         for gateway, at, (total, failed) in self.counts.windows(now):
@@ -155,6 +165,9 @@ class CallbackCertExpired:
                           "certificate",
                           f"{key}：回调通知因 {self.ERR_CODE} 失败，请更换平台证书")
         return []
+
+    def next_due(self) -> float:
+        return earliest_due(self.book.timers())
 
     def advance(self, now: float) -> list[Alert]:
         return self.book.release(now)

@@ -10,6 +10,7 @@ inside an outage does not flap it).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
@@ -56,6 +57,9 @@ class ChannelDegraded:
         else:
             alert = None
         return [alert] if alert is not None else []
+
+    def next_due(self) -> float:
+        return math.inf  # it judges as verdicts arrive
 
     def advance(self, now: float) -> list[Alert]:
         return []

@@ -9,7 +9,14 @@ within the window (in either arrival order: the later-created order is the dupli
 from __future__ import annotations
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
-from orderwatch.detectors.base import ORDERS, Alert, AlertBook, Deadlines, InstantOrderDetector
+from orderwatch.detectors.base import (
+    ORDERS,
+    Alert,
+    AlertBook,
+    Deadlines,
+    InstantOrderDetector,
+    earliest_due,
+)
 from orderwatch.detectors.order_book import OrderState, intern_value
 from orderwatch.events import Event
 
@@ -93,6 +100,9 @@ class DuplicateOrder:
         if latest is None or event.ts + self.window > latest:
             self._expiry.schedule(key, event.ts + self.window)
         return []
+
+    def next_due(self) -> float:
+        return earliest_due((self._expiry, *self.book.timers()))
 
     def advance(self, now: float) -> list[Alert]:
         for user, _ in self._expiry.due(now):

@@ -96,6 +96,9 @@ class LockContention:
         self.counts.add(key, event.ts, values)
         return []
 
+    def next_due(self) -> float:
+        return self.counts.next_due()
+
     def advance(self, now: float) -> list[Alert]:
         out = []
         for family, at, sums in self.counts.windows(now):

@@ -12,6 +12,7 @@ minute boundary, so the cost does not grow with the number of orders.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
@@ -61,6 +62,11 @@ class PendingPaymentBacklog:
             else:
                 self.pending -= 1
         return []
+
+    def next_due(self) -> float:
+        if self.lo is None:  # its first advance after a creation sets the window
+            return -math.inf if self.created else math.inf
+        return (self.hi + self.age + 1) * MINUTE  # the next boundary to judge
 
     def advance(self, now: float) -> list[Alert]:
         out = []

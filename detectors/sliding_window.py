@@ -7,6 +7,7 @@ the window ending there: `callback_failure_rate` over 5 minutes of notify callba
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 MINUTE = 60
@@ -48,6 +49,12 @@ class SlidingCounts:
         else:
             for i, v in enumerate(values):
                 bucket[i] += v
+
+    def next_due(self) -> float:
+        """Before the next minute boundary, `windows` has something only for new keys."""
+        if self._new or self._end is None:
+            return -math.inf
+        return (self._end + 1) * MINUTE
 
     def windows(self, now: float) -> Iterator[tuple[str, float, list[float]]]:
         """(key, boundary time, sums over the window ending there) for each new boundary.

@@ -33,6 +33,9 @@ class AggregateShard:
     # event time at which the open minute was last written provisionally; a class default,
     # so that snapshots from before it existed load too
     provisional_at = NEVER
+    # the earliest next_due() of the detectors: before it no advance has anything to do.
+    # NEVER (advance at once, then ask) is also what snapshots from before it resume with
+    _wake = NEVER
 
     def __init__(self, settings: Settings, shard: str = "") -> None:
         self.shard = shard  # set from the first input when built by Bytewax
@@ -51,14 +54,14 @@ class AggregateShard:
         detectors = self.detectors
         for index, key, ts, tiebreak, payload in inp.items:
             if not self.buffer.push(ts, (tiebreak, index, key), (index, key, payload)):
-                out.alerts.extend(detectors[index].learn_one(payload, key))
+                self._learn(detectors[index], payload, key, out)
         out.late = self.metrics.merge(inp.metric_cells)
         self.upstreams.observe(inp.upstream, inp.watermark, inp.finished)
         mark = self.upstreams.watermark()
         if mark > self.now:
             for ts, (index, key, payload) in self.buffer.release_timed(mark):
                 self._advance(ts, out)
-                out.alerts.extend(detectors[index].learn_one(payload, key))
+                self._learn(detectors[index], payload, key, out)
             self._advance(mark, out)
             out.points = self.metrics.close(mark)
             out.alerts.extend(self.anomaly.learn_many(out.points))
@@ -70,9 +73,20 @@ class AggregateShard:
         out.watermark = self.now
         return out
 
+    def _learn(self, det: Any, payload: Any, key: str, out: AggregateOutput) -> None:
+        out.alerts.extend(det.learn_one(payload, key))
+        due = det.next_due()
+        if due < self._wake:
+            self._wake = due
+
     def _advance(self, now: float, out: AggregateOutput) -> None:
         if now <= self.now:
             return
         self.now = now
+        if now >= self._wake:  # for most items, no detector has anything due
+            self._run_detectors(now, out)
+
+    def _run_detectors(self, now: float, out: AggregateOutput) -> None:
         for det in self.detectors:
             out.alerts.extend(det.advance(now))
+        self._wake = min(det.next_due() for det in self.detectors)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 
 from orderwatch.detectors.sliding_window import SlidingCounts
@@ -44,6 +45,21 @@ def test_a_key_new_between_boundaries_gets_the_windows_it_missed():
     counts.add("a", 3 * MIN + 10, [4.0])  # "a" left after its zero window: new again
     assert list(counts.windows(3 * MIN + 20)) == [("b", 3 * MIN, [2.0])]
     assert list(counts.windows(4 * MIN)) == [("b", 4 * MIN, [2.0]), ("a", 4 * MIN, [4.0])]
+
+
+def test_next_due_is_the_next_boundary_unless_a_key_is_new():
+    """What an aggregate shard asks before advancing: a late key's missed windows are due
+    at once, not at the next boundary."""
+    counts = SlidingCounts(2 * MIN, 1)
+    assert counts.next_due() == -math.inf  # never asked: no boundary known yet
+    counts.add("a", 10.0, [1.0])
+    list(counts.windows(3 * MIN + 5))
+    assert counts.next_due() == 4 * MIN
+    assert list(counts.windows(3 * MIN + 50)) == []  # nothing before it, as said
+    counts.add("b", 2 * MIN + 30, [2.0])
+    assert counts.next_due() == -math.inf
+    assert list(counts.windows(3 * MIN + 55)) == [("b", 3 * MIN, [2.0])]
+    assert counts.next_due() == 4 * MIN
 
 
 def test_counts_pickled_before_the_new_key_tracking_still_load():
