@@ -143,10 +143,7 @@ class OrderShard:
                 self._advance(event.ts, out)
                 self._apply(event, out, batch)
             self._advance(mark, out)
-            for order_no in self.book.expire(mark):
-                for det in self.detectors:
-                    out.alerts.extend(det.forget(order_no, mark))
-                out.alerts.extend(self.risk.retire(order_no, mark))
+            self._expire(mark, out)
         out.watermark = self.now
         for alert in out.alerts:  # the duplicate rate, from the detector's verdicts
             if alert.alert == "duplicate_ship_request" and alert.status == "firing":
@@ -184,6 +181,12 @@ class OrderShard:
             at = max(read_after, self.now)
             if at != NEVER:
                 batch.partials.count(at, "dead_letters", "reason", reason)
+
+    def _expire(self, now: float, out: ShardOutput) -> None:
+        for order_no in self.book.expire(now):
+            for det in self.detectors:
+                out.alerts.extend(det.forget(order_no, now))
+            out.alerts.extend(self.risk.retire(order_no, now))
 
     def _advance(self, now: float, out: ShardOutput) -> None:
         if now <= self.now:

@@ -19,10 +19,11 @@ from test_watermark_and_order_book import drained
 
 from orderwatch.config import PipelineSettings, Settings
 from orderwatch.detectors.base import Deadlines, any_timer_due
-from orderwatch.detectors.catalogue import aggregate_detectors
+from orderwatch.detectors.catalogue import aggregate_detectors, order_detectors
+from orderwatch.detectors.order_book import OrderBook
 from orderwatch.engine.faults import SCENARIOS
 from orderwatch.engine.simulator import SimConfig, Simulator
-from orderwatch.events import STREAMS, InvalidEvent, validate
+from orderwatch.events import STREAMS, Event, InvalidEvent, validate
 from orderwatch.pipelines.aggregate_shard import AggregateOutput, AggregateShard
 from orderwatch.pipelines.order_shard import OrderShard, ShardInput, ShardOutput
 
@@ -44,12 +45,26 @@ class _CountingShard(OrderShard):
 
 
 class _AlwaysAdvancing(OrderShard):
-    """Every detector advanced at every step of event time, as before timers were asked."""
+    """Every detector advanced at every step of event time, as before timers were asked;
+    the calls recorded: ("apply", event), ("advance", now), ("expire", now)."""
+
+    def __init__(self, settings: Settings, shard: str) -> None:
+        super().__init__(settings, shard)
+        self.calls: list[tuple] = []
 
     def _advance(self, now: float, out: ShardOutput) -> None:
         if now > self.now:
             self.now = now
+            self.calls.append(("advance", now))
             self._run_timers(now, out)
+
+    def _apply(self, event: Event, out: ShardOutput, batch: Any) -> None:
+        self.calls.append(("apply", event))
+        super()._apply(event, out, batch)
+
+    def _expire(self, now: float, out: ShardOutput) -> None:
+        self.calls.append(("expire", now))
+        super()._expire(now, out)
 
 
 class _EveryStream(OrderShard):
@@ -115,8 +130,10 @@ def test_skipping_detectors_with_nothing_due_changes_no_output(shop):
     settings = Settings(pipeline=PipelineSettings(order_shards=1, aggregate_shards=1))
     skipping = _CountingShard(settings, "000")
     got = _outputs(skipping, shop)
-    expected = _outputs(_AlwaysAdvancing(settings, "000"), shop)
+    always = _AlwaysAdvancing(settings, "000")
+    expected = _outputs(always, shop)
     assert got == expected
+    _each_order_detector_alone(settings, always.calls)
     alerts = Counter((a.alert, a.status) for out in got for a in out[0])
     # every order detector's timers fired and resolved something in this shop
     for name in ("callback_lost", "silent_shipment", "stuck_order", "order_risk_high",
@@ -125,6 +142,35 @@ def test_skipping_detectors_with_nothing_due_changes_no_output(shop):
     assert any(items for out in got for _, inp in out[2] for items in [inp.items])
     # and most steps of event time found nothing due
     assert skipping.runs < skipping.steps / 2
+
+
+def _each_order_detector_alone(settings: Settings, calls: list[tuple]) -> None:
+    """Each order detector alone, with a book of its own, on the calls the shard made:
+    advanced at every step, or only when one of its own timers is due, it emits the same
+    alerts at the same steps (in the shard one detector's timer advances them all)."""
+    p = settings.pipeline
+    for index, name in enumerate(d.name for d in order_detectors(settings.thresholds)):
+        book = OrderBook(p.finished_retention_s, p.max_idle_s)
+        every, when_due = (order_detectors(settings.thresholds)[index] for _ in "ab")
+        emitted: tuple[list, list] = ([], [])
+        for step, call in enumerate(calls):
+            if call[0] == "apply":
+                event = call[1]
+                order, fresh = book.apply(event)
+                if fresh and event.stream in every.streams:
+                    emitted[0].append((step, every.learn_one(event, order)))
+                    emitted[1].append((step, when_due.learn_one(event, order)))
+            elif call[0] == "advance":
+                emitted[0].append((step, every.advance(call[1], book.orders)))
+                if any_timer_due(when_due.timers(), call[1]):
+                    emitted[1].append((step, when_due.advance(call[1], book.orders)))
+            else:
+                for order_no in book.expire(call[1]):
+                    emitted[0].append((step, every.forget(order_no, call[1])))
+                    emitted[1].append((step, when_due.forget(order_no, call[1])))
+        fired = [e for e in emitted[0] if e[1]]
+        assert fired, name
+        assert [e for e in emitted[1] if e[1]] == fired, name
 
 
 def test_giving_detectors_only_their_streams_changes_no_output(shop):
