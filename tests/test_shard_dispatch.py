@@ -11,6 +11,7 @@ over a shop with every fault.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import Counter
 from typing import Any
 
@@ -20,12 +21,15 @@ from test_watermark_and_order_book import drained
 from orderwatch.config import PipelineSettings, Settings
 from orderwatch.detectors.base import Deadlines, any_timer_due
 from orderwatch.detectors.catalogue import aggregate_detectors, order_detectors
+from orderwatch.detectors.duplicate_submission import DuplicateOrder
 from orderwatch.detectors.order_book import OrderBook
 from orderwatch.engine.faults import SCENARIOS
 from orderwatch.engine.simulator import SimConfig, Simulator
 from orderwatch.events import STREAMS, Event, InvalidEvent, validate
 from orderwatch.pipelines.aggregate_shard import AggregateOutput, AggregateShard
 from orderwatch.pipelines.order_shard import OrderShard, ShardInput, ShardOutput
+
+from conftest import order_event
 
 
 class _CountingShard(OrderShard):
@@ -249,6 +253,17 @@ def test_each_aggregate_detector_has_nothing_to_do_before_its_next_due(aggregate
             if any(alerts for _, alerts in emitted[0]):
                 checked.add(template.name)
     assert len(checked) == 6, checked
+
+
+def test_duplicate_order_is_due_when_a_users_creates_leave_its_window():
+    """No alert depends on it (older creates are skipped by time), so the pipeline tests
+    cannot see it: without it the creates of every user stayed in memory."""
+    det = DuplicateOrder()
+    create = order_event("D1", 0, "create", "pending_payment")
+    det.learn_one(create, "U1")
+    assert det.next_due() == create.ts + det.window
+    assert det.advance(create.ts + det.window) == []
+    assert det._recent == {} and det.next_due() == math.inf
 
 
 def test_any_timer_due_looks_at_each_timers_earliest_entry():
