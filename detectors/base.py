@@ -184,9 +184,6 @@ class Deadlines:
             self._heap = [(at, key) for key, at in self._at.items()]
             heapq.heapify(self._heap)
 
-    def any_due(self, now: float) -> bool:
-        return bool(self._heap) and self._heap[0][0] <= now
-
     def due(self, now: float) -> list[tuple[Hashable, float]]:
         """Remove and return the keys whose time passed, earliest first. A list, so the
         caller may reschedule while it goes through them; usually empty, and cheap then."""
@@ -269,8 +266,8 @@ class AlertBook:
 
     def release(self, now: float) -> list[Alert]:
         """Emit proposals the watermark has passed, then resolve expired holds."""
-        if not (self._release.any_due(now) or self._holds.any_due(now)):
-            return []  # the common case: called for every event, nothing due
+        if not any_timer_due(self.timers(), now):
+            return []  # nothing due: a caller that did not ask `timers()` first
         out = []
         for key, _ in self._release.due(now):
             alert = self._proposed.pop(key)
