@@ -84,9 +84,9 @@ class AggregateShard:
             return
         self.now = now
         if now >= self._wake:  # for most items, no detector has anything due
-            self._run_detectors(now, out)
+            self._advance_detectors(now, out)
 
-    def _run_detectors(self, now: float, out: AggregateOutput) -> None:
+    def _advance_detectors(self, now: float, out: AggregateOutput) -> None:
         for det in self.detectors:
             out.alerts.extend(det.advance(now))
         self._wake = min(det.next_due() for det in self.detectors)

@@ -193,9 +193,9 @@ class OrderShard:
             return
         self.now = now
         if any_timer_due(self._timers, now):  # for most events, no timer is
-            self._run_timers(now, out)
+            self._advance_detectors(now, out)
 
-    def _run_timers(self, now: float, out: ShardOutput) -> None:
+    def _advance_detectors(self, now: float, out: ShardOutput) -> None:
         new: list[Alert] = []
         for det in self.detectors:
             new.extend(det.advance(now, self.book.orders))

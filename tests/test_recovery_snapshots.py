@@ -5,7 +5,6 @@ of the detectors' timers and streams)."""
 
 from __future__ import annotations
 
-import contextlib
 import copyreg
 import io
 import operator
@@ -15,7 +14,7 @@ from dataclasses import fields
 from typing import Any
 
 import pytest
-from test_watermark_and_order_book import drained
+from test_watermark_and_order_book import simulated, summary
 
 from orderwatch.config import PipelineSettings, Settings
 from orderwatch.detectors.base import Alert
@@ -23,9 +22,8 @@ from orderwatch.detectors.order_book import ORDER_FIELDS, OrderBook
 from orderwatch.detectors.silent_shipment import _Waybill
 from orderwatch.detectors.status_transitions import StatusFlapping
 from orderwatch.engine.faults import SCENARIOS
-from orderwatch.engine.simulator import SimConfig, Simulator
-from orderwatch.events import InvalidEvent, validate
-from orderwatch.pipelines.order_shard import OrderShard, ShardInput, ShardOutput
+from orderwatch.engine.simulator import SimConfig
+from orderwatch.pipelines.order_shard import OrderShard, ShardInput
 
 
 class _OldLayout(pickle.Pickler):
@@ -64,20 +62,11 @@ def _new_layout(shard: OrderShard) -> bytes:
     return pickle.dumps(shard, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _summary(out: ShardOutput) -> tuple:
-    return out.alerts, out.rows, out.to_aggregates, out.open_orders, out.watermark
-
-
 @pytest.fixture(scope="module")
 def shop_inputs() -> list[ShardInput]:
     """A shop with every fault over a few hours, in chunks of 500 events."""
-    sim = Simulator(SimConfig(seed=11, orders=1500, orders_per_minute=20,
-                              faults=frozenset(SCENARIOS)))
-    events = []
-    for data in sim.events():
-        with contextlib.suppress(InvalidEvent):  # malformed_events: dead letters, elsewhere
-            events.append(validate(data))
-    return drained([events[i:i + 500] for i in range(0, len(events), 500)])
+    return simulated(SimConfig(seed=11, orders=1500, orders_per_minute=20,
+                               faults=frozenset(SCENARIOS)), 500)
 
 
 @pytest.mark.parametrize("layout", [_new_layout, _old_layout], ids=["this", "older"])
@@ -92,7 +81,7 @@ def test_a_shard_snapshotted_mid_stream_resumes_to_the_same_output(shop_inputs, 
     assert len(resumed.book) == len(uninterrupted.book) > 500
     flapping = next(d for d in resumed.detectors if isinstance(d, StatusFlapping))
     assert flapping._changes  # the status changes came back, deques or lists
-    outputs = [(_summary(uninterrupted.process(inp)), _summary(resumed.process(inp)))
+    outputs = [(summary(uninterrupted.process(inp)), summary(resumed.process(inp)))
                for inp in shop_inputs[half:]]
     assert sum(len(a[0]) for a, _ in outputs) > 50  # alerts after the snapshot
     for expected, got in outputs:

@@ -10,13 +10,12 @@ over a shop with every fault.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections import Counter
 from typing import Any
 
 import pytest
-from test_watermark_and_order_book import drained
+from test_watermark_and_order_book import simulated, summary
 
 from orderwatch.config import PipelineSettings, Settings
 from orderwatch.detectors.base import Deadlines, any_timer_due
@@ -24,43 +23,52 @@ from orderwatch.detectors.catalogue import aggregate_detectors, order_detectors
 from orderwatch.detectors.duplicate_submission import DuplicateOrder
 from orderwatch.detectors.order_book import OrderBook
 from orderwatch.engine.faults import SCENARIOS
-from orderwatch.engine.simulator import SimConfig, Simulator
-from orderwatch.events import STREAMS, Event, InvalidEvent, validate
+from orderwatch.engine.simulator import SimConfig
+from orderwatch.events import STREAMS, Event
 from orderwatch.pipelines.aggregate_shard import AggregateOutput, AggregateShard
 from orderwatch.pipelines.order_shard import OrderShard, ShardInput, ShardOutput
 
 from conftest import order_event
 
 
-class _CountingShard(OrderShard):
+class _Counting:
     """Counts the steps of event time and the detector runs they led to."""
 
-    def __init__(self, settings: Settings, shard: str) -> None:
-        super().__init__(settings, shard)
-        self.steps = self.runs = 0
+    now: float
+    steps = runs = 0
 
-    def _advance(self, now: float, out: ShardOutput) -> None:
+    def _advance(self, now: float, out: Any) -> None:
         self.steps += now > self.now
-        super()._advance(now, out)
+        super()._advance(now, out)  # type: ignore[misc]
 
-    def _run_timers(self, now: float, out: ShardOutput) -> None:
+    def _advance_detectors(self, now: float, out: Any) -> None:
         self.runs += 1
-        super()._run_timers(now, out)
+        super()._advance_detectors(now, out)  # type: ignore[misc]
 
 
-class _AlwaysAdvancing(OrderShard):
-    """Every detector advanced at every step of event time, as before timers were asked;
-    the calls recorded: ("apply", event), ("advance", now), ("expire", now)."""
+class _AlwaysAdvancing:
+    """Every detector advanced at every step of event time, as before shards asked whether
+    any had something due; the calls recorded in `calls`, ("advance", now) among them."""
+
+    now: float
 
     def __init__(self, settings: Settings, shard: str) -> None:
-        super().__init__(settings, shard)
+        super().__init__(settings, shard)  # type: ignore[call-arg]
         self.calls: list[tuple] = []
 
-    def _advance(self, now: float, out: ShardOutput) -> None:
+    def _advance(self, now: float, out: Any) -> None:
         if now > self.now:
             self.now = now
             self.calls.append(("advance", now))
-            self._run_timers(now, out)
+            self._advance_detectors(now, out)  # type: ignore[attr-defined]
+
+
+class _CountingShard(_Counting, OrderShard):
+    pass
+
+
+class _AlwaysAdvancingShard(_AlwaysAdvancing, OrderShard):
+    """Also records ("apply", event) and ("expire", now)."""
 
     def _apply(self, event: Event, out: ShardOutput, batch: Any) -> None:
         self.calls.append(("apply", event))
@@ -81,33 +89,12 @@ class _EveryStream(OrderShard):
                         for s in STREAMS}
 
 
-class _AggregateCounting(AggregateShard):
-    def __init__(self, settings: Settings, shard: str) -> None:
-        super().__init__(settings, shard)
-        self.steps = self.runs = 0
-
-    def _advance(self, now: float, out: AggregateOutput) -> None:
-        self.steps += now > self.now
-        super()._advance(now, out)
-
-    def _run_detectors(self, now: float, out: AggregateOutput) -> None:
-        self.runs += 1
-        super()._run_detectors(now, out)
+class _AggregateCounting(_Counting, AggregateShard):
+    pass
 
 
-class _AggregateAlwaysAdvancing(AggregateShard):
-    """Advances every detector at every step, and records the calls: ("advance", now) and
-    ("learn", detector index, payload, key)."""
-
-    def __init__(self, settings: Settings, shard: str) -> None:
-        super().__init__(settings, shard)
-        self.calls: list[tuple] = []
-
-    def _advance(self, now: float, out: AggregateOutput) -> None:
-        if now > self.now:
-            self.now = now
-            self.calls.append(("advance", now))
-            self._run_detectors(now, out)
+class _AggregateAlwaysAdvancing(_AlwaysAdvancing, AggregateShard):
+    """Also records ("learn", detector index, payload, key)."""
 
     def _learn(self, det: Any, payload: Any, key: str, out: AggregateOutput) -> None:
         self.calls.append(("learn", self.detectors.index(det), payload, key))
@@ -116,25 +103,19 @@ class _AggregateAlwaysAdvancing(AggregateShard):
 
 @pytest.fixture(scope="module")
 def shop() -> list[ShardInput]:
-    sim = Simulator(SimConfig(seed=5, orders=2000, orders_per_minute=10,
-                              faults=frozenset(SCENARIOS)))
-    events = []
-    for data in sim.events():
-        with contextlib.suppress(InvalidEvent):  # malformed_events: dead letters, elsewhere
-            events.append(validate(data))
-    return drained([events[i:i + 400] for i in range(0, len(events), 400)])
+    return simulated(SimConfig(seed=5, orders=2000, orders_per_minute=10,
+                               faults=frozenset(SCENARIOS)), 400)
 
 
 def _outputs(shard: OrderShard, inputs: list[ShardInput]) -> list[tuple]:
-    outs = [shard.process(inp) for inp in inputs]
-    return [(o.alerts, o.rows, o.to_aggregates, o.watermark, o.open_orders) for o in outs]
+    return [summary(shard.process(inp)) for inp in inputs]
 
 
 def test_skipping_detectors_with_nothing_due_changes_no_output(shop):
     settings = Settings(pipeline=PipelineSettings(order_shards=1, aggregate_shards=1))
     skipping = _CountingShard(settings, "000")
     got = _outputs(skipping, shop)
-    always = _AlwaysAdvancing(settings, "000")
+    always = _AlwaysAdvancingShard(settings, "000")
     expected = _outputs(always, shop)
     assert got == expected
     _each_order_detector_alone(settings, always.calls)
@@ -191,10 +172,8 @@ def aggregate_faults() -> list[ShardInput]:
     broken notify route's backlog shows from 5 h 50 min."""
     faults = {"waf_block", "hot_lock_key", "cert_expired", "channel_outage",
               "notify_url_broken", "repeat_create"}
-    sim = Simulator(SimConfig(seed=5, orders=4000, orders_per_minute=10,
-                              faults=frozenset(faults)))
-    events = [validate(data) for data in sim.events()]
-    return drained([events[i:i + 1000] for i in range(0, len(events), 1000)])
+    return simulated(SimConfig(seed=5, orders=4000, orders_per_minute=10,
+                               faults=frozenset(faults)), 1000)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import pickle
 import random
 
@@ -9,9 +10,10 @@ from orderwatch.config import PipelineSettings, Settings
 from orderwatch.detectors import base
 from orderwatch.detectors.base import LEFT_MEMORY, STALE_SLACK, Deadlines
 from orderwatch.detectors.order_book import OrderBook, has_digest
-from orderwatch.events import Event
+from orderwatch.engine.simulator import SimConfig, Simulator
+from orderwatch.events import Event, InvalidEvent, validate
 from orderwatch.pipelines.aggregate_shard import AggregateShard
-from orderwatch.pipelines.order_shard import OrderShard, ShardInput
+from orderwatch.pipelines.order_shard import OrderShard, ShardInput, ShardOutput
 from orderwatch.pipelines.watermark import (
     DRAIN_STEPS,
     NEVER,
@@ -224,6 +226,21 @@ def drained(chunks: list[list[Event]]) -> list[ShardInput]:
                          False, 1) for events in chunks]
     return inputs + [ShardInput("000", [], "p", NEVER, True, 1, draining=left)
                      for left in reversed(range(DRAIN_STEPS))]
+
+
+def simulated(config: SimConfig, chunk: int) -> list[ShardInput]:
+    """A simulated shop's valid events (malformed ones become dead letters, tested
+    elsewhere) in chunks of `chunk`, then drained as a file is."""
+    events = []
+    for data in Simulator(config).events():
+        with contextlib.suppress(InvalidEvent):
+            events.append(validate(data))
+    return drained([events[i:i + chunk] for i in range(0, len(events), chunk)])
+
+
+def summary(out: ShardOutput) -> tuple:
+    """What an order shard's output says, to compare two runs."""
+    return out.alerts, out.rows, out.to_aggregates, out.open_orders, out.watermark
 
 
 def replay_in_process(*runs: list[ShardInput]) -> tuple[list, list]:
