@@ -4,7 +4,8 @@ tracemalloc counts what the order shard keeps, without the process's own overhea
 bound holds on any machine. Here 645 bytes before the expiry buckets and the shared grace
 periods, 543 after. An order of a simulated shop keeps more (its payment, shipment, status
 changes, the alerts of its faults): 3,561 bytes before one order-number string shared by
-the detectors and status changes in lists, 2,661 after.
+the detectors and status changes in lists, 2,661 after, 2,363 once the event that left
+pending payment was kept as a count and statuses, carriers and warehouses were shared.
 """
 
 from __future__ import annotations
