@@ -10,6 +10,7 @@ from datetime import datetime
 import jsonschema
 import pytest
 
+from orderwatch import events as ev
 from orderwatch.engine.faults import SCENARIOS
 from orderwatch.engine.simulator import SimConfig, Simulator
 from orderwatch.events import _RFC3339, InvalidEvent, decode, parse_timestamp, validate
@@ -172,3 +173,43 @@ def test_timestamps_parse_as_the_reference_does_whatever_the_minute_cache_holds(
                     parse_timestamp(text)
             else:
                 assert parse_timestamp(text) == expected, text
+
+
+_PALETTE = [None, True, False, 0, -1, 1, 1.5, 2.0, 600, float("nan"), float("inf"), "", "x",
+            "x" * 200, "ok", "create", "SUCCESS", "notify", "ZTO", "picked_up", "push", "CNY",
+            "cny", "2026-02-23T10:00:00Z", "2026-02-23T10:00:00", [], [{"sku": "a", "qty": 1}],
+            [{"sku": "a", "qty": 0}], [{"sku": 1, "qty": 1}], [{"qty": 1}], ["a"], {},
+            {"key": "k", "acquired": True, "wait_ms": 1, "ttl_ms": 2},
+            {"key": "k", "acquired": 1, "wait_ms": 1, "ttl_ms": 2}]
+
+
+def test_the_inline_pass_accepts_exactly_what_the_rule_by_rule_check_does():
+    """`validate` tries every field inline and words a reason only for events that fail
+    there: both readings of the rules must accept the same events, whatever the field."""
+    sim = Simulator(SimConfig(seed=4, orders=40,
+                              faults=frozenset(SCENARIOS) - {"malformed_events"}))
+    events = list(sim.events())
+    seen, passed, failed = set(), 0, 0
+    for data in events:
+        shape = (data["stream"], data.get("action"), data.get("kind"), data.get("trade_status"))
+        if shape in seen:
+            continue
+        seen.add(shape)
+        assert ev._passes_all(data) is not None, data
+        fields = set(data) | set(ev._ALL_RULES[data["stream"]]) | {"occurred_at"}
+        for name in sorted(fields):
+            for value in [..., *_PALETTE]:  # Ellipsis: the field removed
+                bad = copy.deepcopy(data)
+                if value is ...:
+                    bad.pop(name, None)
+                else:
+                    bad[name] = copy.deepcopy(value)
+                event = ev._passes_all(bad)
+                if event is None:
+                    failed += 1
+                    with pytest.raises(InvalidEvent):
+                        ev._explain(bad)
+                else:
+                    passed += 1
+                    assert ev._explain(bad).ts == event.ts
+    assert len(seen) >= 12 and passed > 1000 and failed > 1000, (len(seen), passed, failed)
