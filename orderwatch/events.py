@@ -79,26 +79,24 @@ def parse_timestamp(value: object, name: str = "occurred_at") -> float:
     checked and converted once per minute (`_parse_full`) and only the seconds here.
     """
     if type(value) is str and len(value) >= 20:
-        minute, zone = _minute_key(value)
-        base = _minutes.get((minute, zone))
+        zone_len = 1 if value[-1] in "Zz" else 6
+        base = _minutes.get(value[:17] + value[-zone_len:])
         if base is not None:
-            seconds = value[17:len(value) - len(zone)]  # "SS" or "SS.fraction"
-            if (seconds.isascii() and seconds[:2].isdigit() and seconds[:2] < "60"
-                    and (len(seconds) == 2 or (3 < len(seconds) <= 12 and seconds[2] == "."
-                                               and seconds[3:].isdigit()))):
-                # as datetime does: the fraction truncated to microseconds, then µs / 10⁶
-                micros = int(seconds[3:9].ljust(6, "0")) if len(seconds) > 2 else 0
-                return (base + int(seconds[:2]) * 1_000_000 + micros) / 1_000_000
+            end = len(value) - zone_len  # "SS" or "SS.fraction" in [17:end]
+            seconds = value[17:19]
+            if seconds.isdigit() and seconds < "60" and value.isascii():
+                if end == 19:
+                    return (base + int(seconds) * 1_000_000) / 1_000_000
+                fraction = value[20:end]
+                if 21 <= end <= 29 and value[19] == "." and fraction.isdigit():
+                    # as datetime does: the fraction truncated to microseconds, then µs / 10⁶
+                    micros = int(fraction[:6].ljust(6, "0"))
+                    return (base + int(seconds) * 1_000_000 + micros) / 1_000_000
     return _parse_full(value, name)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_minutes: dict[tuple[str, str], int] = {}  # ("2026-02-23T08:15:", "+08:00") → its µs
-
-
-def _minute_key(value: str) -> tuple[str, str]:
-    """("YYYY-MM-DDTHH:MM:", zone) of a timestamp: what `_minutes` files a minute under."""
-    return value[:17], value[-6:] if value[-6] in "+-" else value[-1]
+_minutes: dict[str, int] = {}  # "2026-02-23T08:15:+08:00" (minute and zone) → its µs
 
 
 def _parse_full(value: object, name: str) -> float:
@@ -116,7 +114,8 @@ def _parse_full(value: object, name: str) -> float:
     if len(_minutes) >= 4096:
         _minutes.clear()
     minute = ts.replace(second=0, microsecond=0) - _EPOCH
-    _minutes[_minute_key(value)] = (minute.days * 86_400 + minute.seconds) * 1_000_000
+    zone = value[-1] if value[-1] in "Zz" else value[-6:]
+    _minutes[value[:17] + zone] = (minute.days * 86_400 + minute.seconds) * 1_000_000
     return seconds
 
 
