@@ -19,6 +19,7 @@ its creation.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import operator
@@ -127,11 +128,24 @@ class _Context:
         self.notifies: dict[str, dict[int, list[int]]] = {}
         self.shipments: dict[str, dict[int, int]] = {}  # carrier → hour → shipments
         self.silent: dict[str, int] = {}  # carrier → silent_shipment alerts firing
+        # gateway → (first minute excluded, share): nearly every score asks, and a
+        # gateway's buckets change only with its next notify
+        self._shares: dict[str, tuple[int, float]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_shares"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._shares = {}
 
     def learn(self, event: Event) -> None:
         data = event.data
         minute = int(event.ts // self.MINUTE)
         if event.stream == "callback" and data["kind"] == "notify":
+            self._shares.pop(data["gateway"], None)
             buckets = self.notifies.setdefault(data["gateway"], {})
             bucket = buckets.setdefault(minute, [0, 0])
             bucket[0] += 1
@@ -146,16 +160,19 @@ class _Context:
                 del hours[old]
 
     def gateway_failure_share(self, gateway: str | None, now: float) -> float:
-        buckets = self.notifies.get(gateway or "")
-        if not buckets:
-            return 0.0
+        key = gateway or ""
         lo = int(now // self.MINUTE) - self.window
+        cached = self._shares.get(key)
+        if cached is not None and cached[0] == lo:
+            return cached[1]
         total = failed = 0
-        for minute, (n, f) in buckets.items():
+        for minute, (n, f) in self.notifies.get(key, {}).items():
             if minute > lo:
                 total += n
                 failed += f
-        return failed / total if total >= 5 else 0.0
+        share = failed / total if total >= 5 else 0.0
+        self._shares[key] = (lo, share)
+        return share
 
     def carrier_silent_share(self, carrier: str | None) -> float:
         shipped = sum(self.shipments.get(carrier or "", {}).values())
@@ -253,22 +270,26 @@ class RiskScorer:
     # --- scoring --------------------------------------------------------------------------
 
     def features(self, order: OrderState, now: float) -> list[float]:
-        fired = order.risk_fired
-        x = [1.0 if fired >> i & 1 else 0.0 for i in range(len(ORDER_ALERTS))] if fired \
-            else [0.0] * len(ORDER_ALERTS)
         t = self.t
-        pending = order.paid_at is not None and (
-            order.left_pending_at is None or order.left_pending_at > now)
-        x.append(_clip((now - order.paid_at) / t.callback_lost_after_s) if pending else 0.0)
-        unscanned = order.shipped_at is not None and order.first_scan_at is None
-        limit = t.silent_fast_limit_s if order.carrier in t.silent_fast_carriers \
-            else t.silent_default_limit_s
-        x.append(_clip((now - order.shipped_at) / limit) if unscanned else 0.0)
+        x = list(_alert_bits(order.risk_fired))
+        paid_at = order.paid_at
+        if paid_at is not None and (order.left_pending_at is None or order.left_pending_at > now):
+            x.append(_clip((now - paid_at) / t.callback_lost_after_s))
+        else:
+            x.append(0.0)
+        shipped_at = order.shipped_at
+        if shipped_at is not None and order.first_scan_at is None:
+            limit = t.silent_fast_limit_s if order.carrier in t.silent_fast_carriers \
+                else t.silent_default_limit_s
+            x.append(_clip((now - shipped_at) / limit))
+        else:
+            x.append(0.0)
         state_limit = self._state_limits.get(order.status or "")
         x.append(_clip((now - order.status_at) / state_limit) if state_limit else 0.0)
-        x.append(_clip(self._notify_failures.get(order.order_no, 0) / 3))
+        failures = self._notify_failures.get(order.order_no)
+        x.append(_clip(failures / 3) if failures else 0.0)
         x.append(self.context.gateway_failure_share(order.gateway, now))
-        x.append(self.context.carrier_silent_share(order.carrier) if order.shipped_at else 0.0)
+        x.append(self.context.carrier_silent_share(order.carrier) if shipped_at else 0.0)
         return x
 
     def _score(self, order: OrderState, now: float) -> list[Alert]:
@@ -337,6 +358,12 @@ def _top_reasons(contributions: list[tuple[float, int]], top: int = 3) -> list[F
 
 def _clip(value: float, hi: float = 2.0) -> float:
     return max(0.0, min(hi, value))
+
+
+@functools.cache
+def _alert_bits(fired: int) -> tuple[float, ...]:
+    """The alert features of a `risk_fired` bit set: 1.0 where the alert fired for it."""
+    return tuple(1.0 if fired >> i & 1 else 0.0 for i in range(len(ORDER_ALERTS)))
 
 
 def _reason_values(order: OrderState, now: float, x: list[float], failures: int,

@@ -19,6 +19,7 @@ from test_watermark_and_order_book import simulated, summary
 from orderwatch.config import PipelineSettings, Settings
 from orderwatch.detectors.base import Alert
 from orderwatch.detectors.order_book import ORDER_FIELDS, OrderBook
+from orderwatch.detectors.risk import _Context
 from orderwatch.detectors.silent_shipment import _Waybill
 from orderwatch.detectors.status_transitions import StatusFlapping
 from orderwatch.engine.faults import SCENARIOS
@@ -27,8 +28,8 @@ from orderwatch.pipelines.order_shard import OrderShard, ShardInput
 
 
 class _OldLayout(pickle.Pickler):
-    """Pickles as the code before the flat order book, waybill tuples, alert arguments
-    and status-change lists did (copyreg's default reduction of each class)."""
+    """Pickles as the code before the flat order book, waybill tuples, alert arguments,
+    status-change lists and the risk context's share cache did (copyreg's default reduction of each class)."""
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
@@ -37,6 +38,9 @@ class _OldLayout(pickle.Pickler):
         if kind is OrderShard:  # before it derived timer and dispatch lists
             return copyreg.__newobj__, (kind,), {k: v for k, v in vars(obj).items()
                                                  if k not in DERIVED}
+        if kind is _Context:  # before its cache of gateway shares
+            return copyreg.__newobj__, (kind,), {k: v for k, v in vars(obj).items()
+                                                 if k != "_shares"}
         if kind is StatusFlapping:
             changes = {order_no: deque(c) for order_no, c in obj._changes.items()}
             return copyreg.__newobj__, (kind,), dict(vars(obj), _changes=changes)

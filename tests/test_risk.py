@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import random
 
 from orderwatch.config import Thresholds
 from orderwatch.detectors.base import run_on
 from orderwatch.detectors.catalogue import order_detectors
 from orderwatch.detectors.channel_degraded import ChannelDegraded, degraded_runs
-from orderwatch.detectors.risk import FEATURE_NAMES, RiskModel, RiskScorer
+from orderwatch.detectors.risk import FEATURE_NAMES, RiskModel, RiskScorer, _Context
 
 from conftest import HOUR, MIN, T0, callback, order_event, scan, ship
 
@@ -109,3 +111,24 @@ def test_channel_degraded_fires_on_ten_high_in_a_row_and_resolves_with_hysteresi
         ("firing", T0 + 19 * MIN, None), ("resolved", T0 + 19 * MIN, T0 + 26 * MIN)]
     verdicts = [(T0 + i * MIN, f"O{i}", high) for i, high in enumerate(pattern)]
     assert degraded_runs(verdicts, 10) == [(T0 + 19 * MIN, T0 + 26 * MIN)]
+
+
+def test_a_gateways_cached_failure_share_is_the_share_its_buckets_give_now():
+    """Scores ask the share over and over; it is kept per gateway until the gateway's next
+    notify. Interleaved notifies and asks, in and out of time order, must read as the
+    buckets would without the cache."""
+    rng = random.Random(8)
+    context = _Context(window_s=5 * MIN)
+    t = 0.0
+    for _ in range(3000):
+        t += rng.uniform(0, 10)
+        gateway = rng.choice(["alipay", "wechatpay"])
+        if rng.random() < 0.5:
+            context.learn(callback(f"O{rng.randrange(50)}", t, gateway=gateway,
+                                   http_status=rng.choice([200, 200, 500])))
+        asked_at = T0 + t + rng.choice([0, 0, -30, -400, 70, 200])
+        uncached = copy.copy(context)
+        uncached._shares = {}
+        assert context.gateway_failure_share(gateway, asked_at) == \
+            uncached.gateway_failure_share(gateway, asked_at)
+    assert 0 < context.gateway_failure_share("alipay", T0 + t) < 1
