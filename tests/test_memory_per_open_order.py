@@ -5,7 +5,9 @@ bound holds on any machine. Here 645 bytes before the expiry buckets and the sha
 periods, 543 after. An order of a simulated shop keeps more (its payment, shipment, status
 changes, the alerts of its faults): 3,561 bytes before one order-number string shared by
 the detectors and status changes in lists, 2,661 after, 2,363 once the event that left
-pending payment was kept as a count and statuses, carriers and warehouses were shared.
+pending payment was kept as a count and statuses, carriers and warehouses were shared,
+2,219 once cached minutes were keyed by one string (that cache is the process's, up to
+4,096 minutes, but 2,000 orders share it here).
 """
 
 from __future__ import annotations
