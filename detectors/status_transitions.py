@@ -66,18 +66,28 @@ class StatusFlapping(InstantOrderDetector):
         self.min_alternations = thresholds.flapping_min_alternations
         self.window = thresholds.flapping_window_s
         self.book = AlertBook(self.name, "warning", hold_s=thresholds.instant_alert_hold_s)
-        # lists, not deques: a deque takes 760 bytes per order that changed status and
-        # pickles several times slower (recovery snapshots); a window holds a few changes
-        self._changes: dict[str, list[tuple[float, str | None, str]]] = {}
+        # each order's recent changes as one flat tuple, (time, from, to) after each other:
+        # a deque took 760 bytes per order that changed status and pickled several times
+        # slower (recovery snapshots), a list of a tuple per change ~200 bytes
+        self._changes: dict[str, tuple[float | str | None, ...]] = {}
+
+    def __setstate__(self, state: dict) -> None:
+        """Snapshots from before the flat tuples hold a deque or list of tuples per order."""
+        changes = state.get("_changes", {})
+        for order_no, kept in changes.items():
+            if kept and isinstance(kept[0], tuple):
+                changes[order_no] = tuple(x for change in kept for x in change)
+        self.__dict__.update(state)
 
     def learn_one(self, event: Event, order: OrderState) -> list[Alert]:
         change = status_change(event, order)
         if change is None or change[0] is None:
             return []
-        changes = self._changes.setdefault(event.order_no, [])
-        changes.append((event.ts, *change))
-        while changes and changes[0][0] < event.ts - self.window:
-            del changes[0]  # also a deque's, in snapshots from before the list
+        changes = (*self._changes.get(event.order_no, ()), event.ts, *change)
+        oldest = event.ts - self.window
+        while changes[0] < oldest:  # type: ignore[operator]
+            changes = changes[3:]  # this change itself is not older than the window
+        self._changes[event.order_no] = changes
         count = self._alternations(changes)
         if count >= self.min_alternations:
             statuses = sorted(change)  # type: ignore[arg-type]
@@ -91,12 +101,13 @@ class StatusFlapping(InstantOrderDetector):
         return []
 
     @staticmethod
-    def _alternations(changes: list[tuple[float, str | None, str]]) -> int:
+    def _alternations(changes: tuple[float | str | None, ...]) -> int:
         """How many of the latest changes alternate between the same two statuses."""
-        _, a, b = changes[-1]
+        a, b = changes[-2], changes[-1]
         count = 0
         expect_to = b
-        for _, frm, to in reversed(changes):
+        for i in range(len(changes) - 3, -1, -3):
+            frm, to = changes[i + 1], changes[i + 2]
             # the same two statuses ({frm, to} == {a, b}), the other way round each time
             if to != expect_to or frm != (a if to == b else b):
                 break

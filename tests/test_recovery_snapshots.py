@@ -29,7 +29,8 @@ from orderwatch.pipelines.order_shard import OrderShard, ShardInput
 
 class _OldLayout(pickle.Pickler):
     """Pickles as the code before the flat order book, waybill tuples, alert arguments,
-    status-change lists and the risk context's share cache did (copyreg's default reduction of each class)."""
+    status changes as flat lists and the risk context's share cache did (copyreg's
+    default reduction of each class)."""
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
@@ -42,7 +43,8 @@ class _OldLayout(pickle.Pickler):
             return copyreg.__newobj__, (kind,), {k: v for k, v in vars(obj).items()
                                                  if k != "_shares"}
         if kind is StatusFlapping:
-            changes = {order_no: deque(c) for order_no, c in obj._changes.items()}
+            changes = {order_no: deque(zip(c[0::3], c[1::3], c[2::3], strict=True))
+                       for order_no, c in obj._changes.items()}
             return copyreg.__newobj__, (kind,), dict(vars(obj), _changes=changes)
         if kind is _Waybill:
             return copyreg.__newobj__, (kind,), (None, {s: getattr(obj, s)
