@@ -187,6 +187,19 @@ def test_two_ship_requests_with_distinct_ids_fire_one_does_not():
     assert alerts[0].starts_at == T0 + 1 and alerts[0].value == 2
 
 
+def test_a_ship_request_counts_from_its_earliest_copy_even_one_that_came_late():
+    """Three distinct requests; a late copy of the first, 450 s earlier than the copy seen
+    before, widens the span the alert reports."""
+    def request(t: float, rid: str):
+        return order_event("D3", t, "ship_request", "awaiting_shipment", request_id=rid)
+
+    detector = DuplicateShipRequest(Thresholds(duplicate_ship_min_requests=3))
+    events = [request(500, "r1"), request(100, "r2"), request(50, "r1"), request(600, "r3")]
+    alerts = run_on(events, [detector], lateness_s=0)
+    assert [(a.status, a.starts_at) for a in alerts][:1] == [("firing", T0 + 600)]
+    assert "3 ship requests with distinct request ids within 550.0 s" in alerts[0].summary
+
+
 def create(order_no: str, t: float, user: str = "U1", amount: float = 199.0, sku: str = "SKU-1"):
     return order_event(order_no, t, "create", "pending_payment", user_id=user, amount=amount,
                        items=[{"sku": sku, "qty": 1}])

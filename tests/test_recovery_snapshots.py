@@ -18,6 +18,7 @@ from test_watermark_and_order_book import simulated, summary
 
 from orderwatch.config import PipelineSettings, Settings
 from orderwatch.detectors.base import Alert
+from orderwatch.detectors.duplicate_submission import DuplicateShipRequest
 from orderwatch.detectors.order_book import ORDER_FIELDS, OrderBook
 from orderwatch.detectors.risk import _Context
 from orderwatch.detectors.silent_shipment import _Waybill
@@ -29,8 +30,8 @@ from orderwatch.pipelines.order_shard import OrderShard, ShardInput
 
 class _OldLayout(pickle.Pickler):
     """Pickles as the code before the flat order book, waybill tuples, alert arguments,
-    status changes as flat lists and the risk context's share cache did (copyreg's
-    default reduction of each class)."""
+    status changes and ship requests as flat tuples and the risk context's share cache
+    did (copyreg's default reduction of each class)."""
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
@@ -42,6 +43,11 @@ class _OldLayout(pickle.Pickler):
         if kind is _Context:  # before its cache of gateway shares
             return copyreg.__newobj__, (kind,), {k: v for k, v in vars(obj).items()
                                                  if k != "_shares"}
+        if kind is DuplicateShipRequest:  # before the flat tuples: id → (time, warehouse)
+            requests = {order_no: {r[0]: (r[1], r[2]) for r in zip(*[iter(kept)] * 3,
+                                                                   strict=True)}
+                        for order_no, kept in obj._requests.items()}
+            return copyreg.__newobj__, (kind,), dict(vars(obj), _requests=requests)
         if kind is StatusFlapping:
             changes = {order_no: deque(zip(c[0::3], c[1::3], c[2::3], strict=True))
                        for order_no, c in obj._changes.items()}
@@ -87,6 +93,8 @@ def test_a_shard_snapshotted_mid_stream_resumes_to_the_same_output(shop_inputs, 
     assert len(resumed.book) == len(uninterrupted.book) > 500
     flapping = next(d for d in resumed.detectors if isinstance(d, StatusFlapping))
     assert flapping._changes  # the status changes came back, deques or lists
+    ships = next(d for d in resumed.detectors if isinstance(d, DuplicateShipRequest))
+    assert ships._requests and all(type(r) is tuple for r in ships._requests.values())
     outputs = [(summary(uninterrupted.process(inp)), summary(resumed.process(inp)))
                for inp in shop_inputs[half:]]
     assert sum(len(a[0]) for a, _ in outputs) > 50  # alerts after the snapshot
