@@ -8,6 +8,7 @@ waybill even if it arrives out of order.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
 from orderwatch.detectors.base import ORDERS_AND_LOGISTICS, Alert, AlertBook, Deadlines
@@ -17,6 +18,8 @@ from orderwatch.timestamps import duration_text
 
 
 class _Waybill:
+    """A waybill's facts as older recovery snapshots hold them (read by `__setstate__`)."""
+
     __slots__ = ("carrier", "first_scan", "shipped_at", "warehouse")
 
     def __init__(self) -> None:
@@ -24,14 +27,14 @@ class _Waybill:
         self.first_scan: float | None = None
         self.carrier = self.warehouse = ""
 
-    # a tuple pickles in 0.6 of the time of the slots' dict (recovery snapshots)
-    def __getstate__(self) -> tuple:
-        return self.carrier, self.first_scan, self.shipped_at, self.warehouse
-
     def __setstate__(self, state: tuple) -> None:
         if len(state) == 2:  # (None, the slots' dict), in snapshots from before the tuple
             state = tuple(state[1][name] for name in self.__slots__)
         self.carrier, self.first_scan, self.shipped_at, self.warehouse = state
+
+
+# per waybill in SilentShipment._waybills: number, shipped at, first scan, carrier, warehouse
+_FIELDS = 5
 
 
 class SilentShipment:
@@ -44,8 +47,20 @@ class SilentShipment:
         self.limit = thresholds.silent_default_limit_s
         self.book = AlertBook(self.name, "warning")
         self._due = Deadlines()  # (order_no, waybill) → ship time + carrier limit
-        self._waybills: dict[str, dict[str, _Waybill]] = {}  # order_no → waybill → facts
+        # order_no → its waybills as one flat tuple, `_FIELDS` values each: a dict per
+        # order holding an object per waybill took ~100 bytes more per shipped order
+        self._waybills: dict[str, tuple[Any, ...]] = {}
         self._scanned = Deadlines()  # firing waybill → its first scan, resolved once passed
+
+    def __setstate__(self, state: dict) -> None:
+        """Snapshots from before the flat tuples hold a dict per order: waybill → _Waybill."""
+        waybills = state.get("_waybills", {})
+        for order_no, kept in waybills.items():
+            if isinstance(kept, dict):
+                waybills[order_no] = tuple(
+                    x for number, w in kept.items()
+                    for x in (number, w.shipped_at, w.first_scan, w.carrier, w.warehouse))
+        self.__dict__.update(state)
 
     def limit_for(self, carrier: str) -> float:
         return self.fast_limit if carrier in self.fast else self.limit
@@ -53,23 +68,49 @@ class SilentShipment:
     def learn_one(self, event: Event, order: OrderState) -> list[Alert]:
         data = event.data
         if event.stream == "logistics":
-            waybill = self._waybill(event.order_no, data["waybill_no"])
-            if waybill.first_scan is None or event.ts < waybill.first_scan:
-                waybill.first_scan = event.ts
-                key = (event.order_no, data["waybill_no"])
+            number = data["waybill_no"]
+            kept, i = self._find(event.order_no, number)
+            _, shipped_at, first_scan, carrier, warehouse = kept[i:i + _FIELDS] if i >= 0 \
+                else (number, None, None, "", "")
+            if first_scan is None or event.ts < first_scan:
+                self._keep(event.order_no, kept, i,
+                           (number, shipped_at, event.ts, carrier, warehouse))
+                key = (event.order_no, number)
                 if self.book.is_firing(key):
                     self._scanned.schedule(key, event.ts)
         elif event.stream == "order" and data["action"] == "ship" and data["result"] == "ok":
-            waybill = self._waybill(event.order_no, data["waybill_no"])
-            if waybill.shipped_at is None or event.ts < waybill.shipped_at:
-                waybill.shipped_at = event.ts
+            number = data["waybill_no"]
+            kept, i = self._find(event.order_no, number)
+            shipped_at, first_scan = (kept[i + 1], kept[i + 2]) if i >= 0 else (None, None)
+            if shipped_at is None or event.ts < shipped_at:
                 # the book's shared strings for the ones this event named (a shipped
                 # event names both), not the event's own copies
-                waybill.carrier = order.carrier or data["carrier"]
-                waybill.warehouse = order.warehouse or ""
-                self._due.schedule((event.order_no, data["waybill_no"]),
-                                   event.ts + self.limit_for(waybill.carrier))
+                carrier = order.carrier or data["carrier"]
+                self._keep(event.order_no, kept, i,
+                           (number, event.ts, first_scan, carrier, order.warehouse or ""))
+                self._due.schedule((event.order_no, number),
+                                   event.ts + self.limit_for(carrier))
         return []
+
+    def _find(self, order_no: str, number: str) -> tuple[tuple[Any, ...], int]:
+        """The order's waybills and where `number` starts among them (-1: not there)."""
+        kept = self._waybills.get(order_no, ())
+        for i in range(0, len(kept), _FIELDS):
+            if kept[i] == number:
+                return kept, i
+        return kept, -1
+
+    def _keep(self, order_no: str, kept: tuple[Any, ...], i: int,
+              waybill: tuple[Any, ...]) -> None:
+        self._waybills[order_no] = (*kept, *waybill) if i < 0 else \
+            (*kept[:i], *waybill, *kept[i + _FIELDS:])
+
+    def _facts(self, key: tuple[str, str]) -> tuple[Any, ...]:
+        """(number, shipped, first scan, carrier, warehouse) of a waybill with a timer."""
+        kept, i = self._find(*key)
+        if i < 0:
+            raise KeyError(key)
+        return kept[i:i + _FIELDS]
 
     def timers(self) -> tuple[Deadlines, ...]:
         return self._due, self._scanned
@@ -77,42 +118,31 @@ class SilentShipment:
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
         out = []
         for key, due in self._due.due(now):
-            waybill = self._waybills[key[0]][key[1]]
-            first = waybill.first_scan
+            _, shipped_at, first, carrier, warehouse = self._facts(key)
             if first is not None and first <= due:
                 continue
-            silent = due - waybill.shipped_at
+            silent = due - shipped_at
             alert = self.book.fire(
-                key, {"order_no": key[0], "carrier": waybill.carrier,
-                      "warehouse": waybill.warehouse}, due, round(silent / 3600, 2),
-                f"{waybill.carrier} waybill {key[1]} silent for {duration_text(silent)} "
+                key, {"order_no": key[0], "carrier": carrier, "warehouse": warehouse}, due,
+                round(silent / 3600, 2),
+                f"{carrier} waybill {key[1]} silent for {duration_text(silent)} "
                 "since shipping",
-                f"{waybill.carrier} 运单 {key[1]} 发货后 {duration_text(silent, 'zh')}无揽收/轨迹")
+                f"{carrier} 运单 {key[1]} 发货后 {duration_text(silent, 'zh')}无揽收/轨迹")
             if alert is not None:
                 out.append(alert)
             if first is not None:
                 self._scanned.schedule(key, first)
         for key, _ in self._scanned.due(now):
-            waybill = self._waybills[key[0]][key[1]]
-            alert = self._resolve(key, waybill)
+            _, _, first, carrier, _ = self._facts(key)
+            alert = self.book.resolve(key, first, f"{carrier} scanned waybill {key[1]}")
             if alert is not None:
                 out.append(alert)
         return out
 
-    def _resolve(self, key: tuple[str, str], waybill: _Waybill) -> Alert | None:
-        return self.book.resolve(key, waybill.first_scan,
-                                 f"{waybill.carrier} scanned waybill {key[1]}")
-
     def forget(self, order_no: str, now: float) -> list[Alert]:
-        keys = [(order_no, waybill_no) for waybill_no in self._waybills.pop(order_no, {})]
+        numbers = self._waybills.pop(order_no, ())[0::_FIELDS]
+        keys = [(order_no, number) for number in numbers]
         for key in keys:
             self._due.cancel(key)
             self._scanned.cancel(key)
         return self.book.left_memory(keys, now)
-
-    def _waybill(self, order_no: str, waybill_no: str) -> _Waybill:
-        waybills = self._waybills.setdefault(order_no, {})
-        waybill = waybills.get(waybill_no)
-        if waybill is None:
-            waybill = waybills[waybill_no] = _Waybill()
-        return waybill

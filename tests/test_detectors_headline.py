@@ -122,6 +122,32 @@ def test_scan_arriving_out_of_order_clears_the_waybill():
     assert run_on(events, [SilentShipment()], until=T0 + 3 * 24 * HOUR) == []
 
 
+def test_the_earliest_of_late_scans_and_ship_events_is_what_counts():
+    """Beyond the allowed lateness events apply as they come: a waybill keeps its earliest
+    scan (the time its alert resolves at) and its earliest ship event (its deadline)."""
+    other = order_event("X", 40 * HOUR, "create", "pending_payment")
+    scans = [ship("S1", 0, "ZT1"), other, scan("S1", 30 * HOUR, "ZT1"),
+             scan("S1", 28 * HOUR, "ZT1"), order_event("X", 41 * HOUR, "cancel", "cancelled")]
+    alerts = run_on(scans, [SilentShipment()], lateness_s=0)
+    assert [(a.status, a.starts_at, a.ends_at) for a in alerts] == [
+        ("firing", T0 + 24 * HOUR, None), ("resolved", T0 + 24 * HOUR, T0 + 28 * HOUR)]
+    ships = [ship("S2", 10 * HOUR, "ZT2"), order_event("X", 30 * HOUR, "create", "pending_payment"),
+             ship("S2", 1 * HOUR, "ZT2")]
+    alerts = run_on(ships, [SilentShipment()], until=T0 + 40 * HOUR, lateness_s=0)
+    assert [(a.status, a.starts_at, a.value) for a in alerts] == [
+        ("firing", T0 + 25 * HOUR, 24.0)]
+
+
+def test_an_order_that_leaves_memory_resolves_the_alerts_of_all_its_waybills():
+    detector = SilentShipment()
+    alerts = run_on([ship("S3", 0, "ZT3a"), ship("S3", 60, "ZT3b")], [detector],
+                    until=T0 + 25 * HOUR)
+    assert statuses(alerts, "silent_shipment") == [("firing", "S3"), ("firing", "S3")]
+    left = detector.forget("S3", T0 + 26 * HOUR)
+    assert [a.status for a in left] == ["resolved", "resolved"]
+    assert detector.forget("S3", T0 + 27 * HOUR) == []
+
+
 # --- lock contention ----------------------------------------------------------------------
 
 def test_lock_family_strips_identifiers():

@@ -21,7 +21,7 @@ from orderwatch.detectors.base import Alert
 from orderwatch.detectors.duplicate_submission import DuplicateShipRequest
 from orderwatch.detectors.order_book import ORDER_FIELDS, OrderBook
 from orderwatch.detectors.risk import _Context
-from orderwatch.detectors.silent_shipment import _Waybill
+from orderwatch.detectors.silent_shipment import SilentShipment, _Waybill
 from orderwatch.detectors.status_transitions import StatusFlapping
 from orderwatch.engine.faults import SCENARIOS
 from orderwatch.engine.simulator import SimConfig
@@ -30,8 +30,8 @@ from orderwatch.pipelines.order_shard import OrderShard, ShardInput
 
 class _OldLayout(pickle.Pickler):
     """Pickles as the code before the flat order book, waybill tuples, alert arguments,
-    status changes and ship requests as flat tuples and the risk context's share cache
-    did (copyreg's default reduction of each class)."""
+    status changes, ship requests and waybills as flat tuples and the risk context's
+    share cache did (copyreg's default reduction of each class)."""
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
@@ -52,6 +52,10 @@ class _OldLayout(pickle.Pickler):
             changes = {order_no: deque(zip(c[0::3], c[1::3], c[2::3], strict=True))
                        for order_no, c in obj._changes.items()}
             return copyreg.__newobj__, (kind,), dict(vars(obj), _changes=changes)
+        if kind is SilentShipment:  # before the flat tuples: waybill → _Waybill
+            waybills = {order_no: {w[0]: _old_waybill(*w[1:]) for w in zip(
+                *[iter(kept)] * 5, strict=True)} for order_no, kept in obj._waybills.items()}
+            return copyreg.__newobj__, (kind,), dict(vars(obj), _waybills=waybills)
         if kind is _Waybill:
             return copyreg.__newobj__, (kind,), (None, {s: getattr(obj, s)
                                                         for s in kind.__slots__})
@@ -62,6 +66,14 @@ class _OldLayout(pickle.Pickler):
 
 
 DERIVED = ("_timers", "_learners", "_routes")
+
+
+def _old_waybill(shipped_at: float | None, first_scan: float | None, carrier: str,
+                 warehouse: str) -> _Waybill:
+    waybill = _Waybill()
+    waybill.shipped_at, waybill.first_scan = shipped_at, first_scan
+    waybill.carrier, waybill.warehouse = carrier, warehouse
+    return waybill
 
 
 def _old_layout(shard: OrderShard) -> bytes:
@@ -95,6 +107,8 @@ def test_a_shard_snapshotted_mid_stream_resumes_to_the_same_output(shop_inputs, 
     assert flapping._changes  # the status changes came back, deques or lists
     ships = next(d for d in resumed.detectors if isinstance(d, DuplicateShipRequest))
     assert ships._requests and all(type(r) is tuple for r in ships._requests.values())
+    silent = next(d for d in resumed.detectors if isinstance(d, SilentShipment))
+    assert silent._waybills and all(type(w) is tuple for w in silent._waybills.values())
     outputs = [(summary(uninterrupted.process(inp)), summary(resumed.process(inp)))
                for inp in shop_inputs[half:]]
     assert sum(len(a[0]) for a, _ in outputs) > 50  # alerts after the snapshot
