@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
+from orderwatch.detectors import flat_records
 from orderwatch.detectors.base import (
     ORDERS,
     Alert,
@@ -52,15 +53,10 @@ class DuplicateShipRequest(InstantOrderDetector):
             return []
         rid = data.get("request_id") or ""
         kept = self._requests.get(event.order_no, ())
-        ids = kept[0::3]
-        if rid not in ids:
-            kept = (*kept, rid, event.ts, intern_value(data.get("warehouse")) or "")
-        else:
-            i = ids.index(rid) * 3
-            if event.ts < kept[i + 1]:
-                kept = (*kept[:i], rid, event.ts, intern_value(data.get("warehouse")) or "",
-                        *kept[i + 3:])
-        self._requests[event.order_no] = kept
+        at = flat_records.find(kept, rid, 3)
+        if at < 0 or event.ts < kept[at + 1]:
+            kept = self._requests[event.order_no] = flat_records.put(
+                kept, at, (rid, event.ts, intern_value(data.get("warehouse")) or ""))
         if len(kept) < 3 * self.min_requests:
             return []
         first = sorted(zip(kept[1::3], kept[2::3], strict=True))[: self.min_requests]

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orderwatch.config import DEFAULT_THRESHOLDS, Thresholds
+from orderwatch.detectors import flat_records
 from orderwatch.detectors.base import ORDERS_AND_LOGISTICS, Alert, AlertBook, Deadlines
 from orderwatch.detectors.order_book import OrderState
 from orderwatch.events import Event
@@ -21,11 +22,6 @@ class _Waybill:
     """A waybill's facts as older recovery snapshots hold them (read by `__setstate__`)."""
 
     __slots__ = ("carrier", "first_scan", "shipped_at", "warehouse")
-
-    def __init__(self) -> None:
-        self.shipped_at: float | None = None
-        self.first_scan: float | None = None
-        self.carrier = self.warehouse = ""
 
     def __setstate__(self, state: tuple) -> None:
         if len(state) == 2:  # (None, the slots' dict), in snapshots from before the tuple
@@ -69,48 +65,38 @@ class SilentShipment:
         data = event.data
         if event.stream == "logistics":
             number = data["waybill_no"]
-            kept, i = self._find(event.order_no, number)
-            _, shipped_at, first_scan, carrier, warehouse = kept[i:i + _FIELDS] if i >= 0 \
+            kept = self._waybills.get(event.order_no, ())
+            at = flat_records.find(kept, number, _FIELDS)
+            _, shipped_at, first_scan, carrier, warehouse = kept[at:at + _FIELDS] if at >= 0 \
                 else (number, None, None, "", "")
             if first_scan is None or event.ts < first_scan:
-                self._keep(event.order_no, kept, i,
-                           (number, shipped_at, event.ts, carrier, warehouse))
+                self._waybills[event.order_no] = flat_records.put(
+                    kept, at, (number, shipped_at, event.ts, carrier, warehouse))
                 key = (event.order_no, number)
                 if self.book.is_firing(key):
                     self._scanned.schedule(key, event.ts)
         elif event.stream == "order" and data["action"] == "ship" and data["result"] == "ok":
             number = data["waybill_no"]
-            kept, i = self._find(event.order_no, number)
-            shipped_at, first_scan = (kept[i + 1], kept[i + 2]) if i >= 0 else (None, None)
+            kept = self._waybills.get(event.order_no, ())
+            at = flat_records.find(kept, number, _FIELDS)
+            shipped_at, first_scan = (kept[at + 1], kept[at + 2]) if at >= 0 else (None, None)
             if shipped_at is None or event.ts < shipped_at:
                 # the book's shared strings for the ones this event named (a shipped
                 # event names both), not the event's own copies
                 carrier = order.carrier or data["carrier"]
-                self._keep(event.order_no, kept, i,
-                           (number, event.ts, first_scan, carrier, order.warehouse or ""))
+                self._waybills[event.order_no] = flat_records.put(
+                    kept, at, (number, event.ts, first_scan, carrier, order.warehouse or ""))
                 self._due.schedule((event.order_no, number),
                                    event.ts + self.limit_for(carrier))
         return []
 
-    def _find(self, order_no: str, number: str) -> tuple[tuple[Any, ...], int]:
-        """The order's waybills and where `number` starts among them (-1: not there)."""
-        kept = self._waybills.get(order_no, ())
-        for i in range(0, len(kept), _FIELDS):
-            if kept[i] == number:
-                return kept, i
-        return kept, -1
-
-    def _keep(self, order_no: str, kept: tuple[Any, ...], i: int,
-              waybill: tuple[Any, ...]) -> None:
-        self._waybills[order_no] = (*kept, *waybill) if i < 0 else \
-            (*kept[:i], *waybill, *kept[i + _FIELDS:])
-
     def _facts(self, key: tuple[str, str]) -> tuple[Any, ...]:
         """(number, shipped, first scan, carrier, warehouse) of a waybill with a timer."""
-        kept, i = self._find(*key)
-        if i < 0:
+        kept = self._waybills.get(key[0], ())
+        at = flat_records.find(kept, key[1], _FIELDS)
+        if at < 0:
             raise KeyError(key)
-        return kept[i:i + _FIELDS]
+        return kept[at:at + _FIELDS]
 
     def timers(self) -> tuple[Deadlines, ...]:
         return self._due, self._scanned

@@ -44,17 +44,15 @@ class _OldLayout(pickle.Pickler):
             return copyreg.__newobj__, (kind,), {k: v for k, v in vars(obj).items()
                                                  if k != "_shares"}
         if kind is DuplicateShipRequest:  # before the flat tuples: id → (time, warehouse)
-            requests = {order_no: {r[0]: (r[1], r[2]) for r in zip(*[iter(kept)] * 3,
-                                                                   strict=True)}
+            requests = {order_no: {r[0]: (r[1], r[2]) for r in _records(kept, 3)}
                         for order_no, kept in obj._requests.items()}
             return copyreg.__newobj__, (kind,), dict(vars(obj), _requests=requests)
         if kind is StatusFlapping:
-            changes = {order_no: deque(zip(c[0::3], c[1::3], c[2::3], strict=True))
-                       for order_no, c in obj._changes.items()}
+            changes = {order_no: deque(_records(c, 3)) for order_no, c in obj._changes.items()}
             return copyreg.__newobj__, (kind,), dict(vars(obj), _changes=changes)
         if kind is SilentShipment:  # before the flat tuples: waybill → _Waybill
-            waybills = {order_no: {w[0]: _old_waybill(*w[1:]) for w in zip(
-                *[iter(kept)] * 5, strict=True)} for order_no, kept in obj._waybills.items()}
+            waybills = {order_no: {w[0]: _old_waybill(*w[1:]) for w in _records(kept, 5)}
+                        for order_no, kept in obj._waybills.items()}
             return copyreg.__newobj__, (kind,), dict(vars(obj), _waybills=waybills)
         if kind is _Waybill:
             return copyreg.__newobj__, (kind,), (None, {s: getattr(obj, s)
@@ -66,6 +64,11 @@ class _OldLayout(pickle.Pickler):
 
 
 DERIVED = ("_timers", "_learners", "_routes")
+
+
+def _records(flat: tuple, width: int) -> list[tuple]:
+    """The records of a flat tuple (`detectors/flat_records.py`), each as a tuple."""
+    return [flat[i:i + width] for i in range(0, len(flat), width)]
 
 
 def _old_waybill(shipped_at: float | None, first_scan: float | None, carrier: str,
