@@ -78,28 +78,31 @@ def parse_timestamp(value: object, name: str = "occurred_at") -> float:
     Nearly every timestamp shares its minute and zone with one parsed before, so those are
     checked and converted once per minute (`_parse_full`) and only the seconds here.
     """
-    if type(value) is str and len(value) >= 20:
-        zone_len = 1 if value[-1] in "Zz" else 6
-        base = _minutes.get(value[:17] + value[-zone_len:])
-        if base is not None:
-            end = len(value) - zone_len  # "SS" or "SS.fraction" in [17:end]
-            seconds = value[17:19]
-            if seconds.isdigit() and seconds < "60" and value.isascii():
-                if end == 19:
-                    return (base + int(seconds) * 1_000_000) / 1_000_000
-                fraction = value[20:end]
-                if 21 <= end <= 29 and value[19] == "." and fraction.isdigit():
-                    # as datetime does: the fraction truncated to microseconds, then µs / 10⁶
-                    micros = int(fraction[:6].ljust(6, "0"))
-                    return (base + int(seconds) * 1_000_000 + micros) / 1_000_000
-    return _parse_full(value, name)
+    if type(value) is not str or len(value) < 20:  # never valid if shorter; a str
+        return _parse_full(value, name, None)  # subclass is checked, its minute not kept
+    zone_len = 1 if value[-1] in "Zz" else 6
+    minute_key = value[:17] + value[-zone_len:]  # "2026-02-23T08:15:+08:00"
+    base = _minutes.get(minute_key)
+    if base is not None:
+        end = len(value) - zone_len  # "SS" or "SS.fraction" in [17:end]
+        seconds = value[17:19]
+        if seconds.isdigit() and seconds < "60" and value.isascii():
+            if end == 19:
+                return (base + int(seconds) * 1_000_000) / 1_000_000
+            fraction = value[20:end]
+            if 21 <= end <= 29 and value[19] == "." and fraction.isdigit():
+                # as datetime does: the fraction truncated to microseconds, then µs / 10⁶
+                micros = int(fraction[:6].ljust(6, "0"))
+                return (base + int(seconds) * 1_000_000 + micros) / 1_000_000
+    return _parse_full(value, name, minute_key)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _minutes: dict[str, int] = {}  # "2026-02-23T08:15:+08:00" (minute and zone) → its µs
 
 
-def _parse_full(value: object, name: str) -> float:
+def _parse_full(value: object, name: str, minute_key: str | None) -> float:
+    """Check and convert a timestamp in full; file its minute under `minute_key`."""
     if not isinstance(value, str) or not _RFC3339.match(value):
         raise InvalidEvent(f"bad timestamp in '{name}': {str(value)[:64]!r} is not RFC 3339 "
                            "with an offset")
@@ -111,11 +114,11 @@ def _parse_full(value: object, name: str) -> float:
     if not EARLIEST_TS <= seconds < LATEST_TS:  # before its minute is trusted below
         raise InvalidEvent(f"bad timestamp in '{name}': {value!r} is outside the years "
                            "1970 to 2099 that OrderWatch stores")
-    if len(_minutes) >= 4096:
-        _minutes.clear()
-    minute = ts.replace(second=0, microsecond=0) - _EPOCH
-    zone = value[-1] if value[-1] in "Zz" else value[-6:]
-    _minutes[value[:17] + zone] = (minute.days * 86_400 + minute.seconds) * 1_000_000
+    if minute_key is not None:
+        if len(_minutes) >= 4096:
+            _minutes.clear()
+        minute = ts.replace(second=0, microsecond=0) - _EPOCH
+        _minutes[minute_key] = (minute.days * 86_400 + minute.seconds) * 1_000_000
     return seconds
 
 
