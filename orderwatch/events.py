@@ -301,10 +301,9 @@ def _passes_all(data: object) -> Event | None:
     if type(data) is not dict:
         return None
     stream = data.get("stream")
-    if type(stream) is not str or stream not in _ALL_RULES or not (
-            data.keys() >= _ALL_REQUIRED[stream]):
+    rules = _ALL_RULES.get(stream) if type(stream) is str else None
+    if rules is None or not data.keys() >= _ALL_REQUIRED[stream]:
         return None
-    rules = _ALL_RULES[stream]
     try:
         ts = parse_timestamp(data["occurred_at"])
         for name, value in data.items():
