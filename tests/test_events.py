@@ -1,4 +1,5 @@
-"""The input contract: the hand-written validator agrees with the JSON Schema."""
+"""The input contract: our validator agrees with the JSON Schema, and its two readings
+of the rules (compiled for JSON text, rule by rule for a reason) agree with each other."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import random
 from datetime import datetime
 
 import jsonschema
+import orjson
 import pytest
 
 from orderwatch import events as ev
@@ -175,27 +177,38 @@ def test_timestamps_parse_as_the_reference_does_whatever_the_minute_cache_holds(
                 assert parse_timestamp(text) == expected, text
 
 
-_PALETTE = [None, True, False, 0, -1, 1, 1.5, 2.0, 600, float("nan"), float("inf"), "", "x",
-            "x" * 200, "ok", "create", "SUCCESS", "notify", "ZTO", "picked_up", "push", "CNY",
-            "cny", "2026-02-23T10:00:00Z", "2026-02-23T10:00:00", [], [{"sku": "a", "qty": 1}],
-            [{"sku": "a", "qty": 0}], [{"sku": 1, "qty": 1}], [{"qty": 1}], ["a"], {},
+_PALETTE = [None, True, False, 0, -1, 1, 1.5, 2.0, 600, 2**63, 1e300, -1e300, "", "x",
+            "x" * 200, "é" * 64, "😀" * 65, "ok", "create", "SUCCESS", "notify", "ZTO",
+            "picked_up", "push", "CNY", "cny", "2026-02-23T10:00:00Z", "2026-02-23T10:00:00",
+            [], [{"sku": "a", "qty": 1}], [{"sku": "a", "qty": 2.0, "extra": None}],
+            [{"sku": "a", "qty": 0}], [{"sku": "a", "qty": 1.5}], [{"sku": "a", "qty": "1"}],
+            [{"sku": 1, "qty": 1}], [{"qty": 1}], [{"sku": "a", "qty": 1}, 5], ["a"], {},
             {"key": "k", "acquired": True, "wait_ms": 1, "ttl_ms": 2},
+            {"key": "k", "acquired": True, "wait_ms": 1, "ttl_ms": 2, "held_ms": -1},
+            {"key": "k", "acquired": True, "wait_ms": 1, "ttl_ms": 2, "held_ms": None},
+            {"key": "k", "acquired": True, "wait_ms": 1, "ttl_ms": 2, "other": [1]},
+            {"key": "k", "acquired": True, "wait_ms": 1},
             {"key": "k", "acquired": 1, "wait_ms": 1, "ttl_ms": 2}]
 
 
-def test_the_inline_pass_accepts_exactly_what_the_rule_by_rule_check_does():
-    """`validate` tries every field inline and words a reason only for events that fail
-    there: both readings of the rules must accept the same events, whatever the field."""
+def _shapes_of_every_kind() -> list[dict]:
+    """One simulated event of each shape (stream, action, kind, trade status)."""
     sim = Simulator(SimConfig(seed=4, orders=40,
                               faults=frozenset(SCENARIOS) - {"malformed_events"}))
-    events = list(sim.events())
-    seen, passed, failed = set(), 0, 0
+    shapes = {}
+    for data in sim.events():
+        key = (data["stream"], data.get("action"), data.get("kind"), data.get("trade_status"))
+        shapes.setdefault(key, data)
+    return list(shapes.values())
+
+
+def test_the_compiled_pass_accepts_exactly_what_the_rule_by_rule_check_does():
+    """`decode` checks the JSON text with msgspec types built from the rules and words a
+    reason (`validate`, rule by rule) only for events that fail there: both readings must
+    accept the same events, whatever the field, and give them the same event time."""
+    events = _shapes_of_every_kind()
+    passed = failed = 0
     for data in events:
-        shape = (data["stream"], data.get("action"), data.get("kind"), data.get("trade_status"))
-        if shape in seen:
-            continue
-        seen.add(shape)
-        assert ev._passes_all(data) is not None, data
         fields = set(data) | set(ev._ALL_RULES[data["stream"]]) | {"occurred_at"}
         for name in sorted(fields):
             for value in [..., *_PALETTE]:  # Ellipsis: the field removed
@@ -204,12 +217,36 @@ def test_the_inline_pass_accepts_exactly_what_the_rule_by_rule_check_does():
                     bad.pop(name, None)
                 else:
                     bad[name] = copy.deepcopy(value)
-                event = ev._passes_all(bad)
+                raw = orjson.dumps(bad)
+                event = ev._passes_all(raw, orjson.loads(raw))
                 if event is None:
                     failed += 1
                     with pytest.raises(InvalidEvent):
-                        ev._explain(bad)
+                        validate(orjson.loads(raw))
                 else:
                     passed += 1
-                    assert ev._explain(bad).ts == event.ts
-    assert len(seen) >= 12 and passed > 1000 and failed > 1000, (len(seen), passed, failed)
+                    assert validate(orjson.loads(raw)).ts == event.ts
+    assert len(events) >= 12 and passed > 1000 and failed > 1000, (len(events), passed, failed)
+
+
+def test_a_key_given_twice_is_checked_in_every_copy():
+    """JSON allows a key twice and orjson keeps the last copy: the compiled pass must not
+    let through a bad copy it did not read, wherever it stands."""
+    for data in _shapes_of_every_kind():
+        text = orjson.dumps(data).decode()
+        for name in data:
+            for bad in ("-1", "null", '"UNKNOWN"', "[]"):
+                for raw in ('{"%s":%s,%s' % (name, bad, text[1:]),  # noqa: UP031
+                            '%s,"%s":%s}' % (text[:-1], name, bad)):  # noqa: UP031
+                    kept = orjson.loads(raw)
+                    if ev._passes_all(raw, kept) is not None:
+                        assert ours_accepts(kept), raw
+                    assert ours_accepts(kept) == _decodes(raw), raw
+
+
+def _decodes(raw: str) -> bool:
+    try:
+        decode(raw)
+    except InvalidEvent:
+        return False
+    return True
