@@ -26,28 +26,34 @@ class StuckOrder:
                        sm.AWAITING_SHIPMENT: thresholds.stuck_shipment_s,
                        sm.PENDING_SETTLEMENT: thresholds.stuck_settlement_s}
         self.book = AlertBook(self.name, "warning")
-        self._waiting: dict[str, tuple[str, float]] = {}  # order → (status, since)
+        # order → when its wait runs out. Nothing else is kept per order: the status it
+        # waits in is the order's own (every change of it comes through `learn_one`), and
+        # it has waited that status's limit when the time comes (memory, issue #8)
         self._due = Deadlines()
+
+    def __setstate__(self, state: dict) -> None:
+        state.pop("_waiting", None)  # snapshots before kept (status, since) per order
+        self.__dict__.update(state)
 
     def learn_one(self, event: Event, order: OrderState) -> list[Alert]:
         if event.stream != "order" or order.status_at != event.ts:
             return []  # not an in-order status update
         status = order.status
-        current = self._waiting.get(event.order_no)
-        if current is not None and current[0] == status:
+        order_no = event.order_no
+        # waiting: its time is still to come, or came and the alert fires
+        waiting = self._due.when(order_no) is not None or self.book.is_firing(order_no)
+        if waiting and order.prev_status == status:
             return []
         out = []
-        if current is not None:
-            del self._waiting[event.order_no]
-            self._due.cancel(event.order_no)
-            alert = self.book.resolve(event.order_no, event.ts,
-                                      f"left {current[0]} for {status}")
+        if waiting:
+            self._due.cancel(order_no)
+            alert = self.book.resolve(order_no, event.ts,
+                                      f"left {order.prev_status} for {status}")
             if alert is not None:
                 out.append(alert)
         limit = self.limits.get(status)  # type: ignore[arg-type]
         if limit is not None:
-            self._waiting[event.order_no] = (status, event.ts)  # type: ignore[assignment]
-            self._due.schedule(event.order_no, event.ts + limit)
+            self._due.schedule(order_no, event.ts + limit)
         return out
 
     def timers(self) -> tuple[Deadlines, ...]:
@@ -56,19 +62,19 @@ class StuckOrder:
     def advance(self, now: float, orders: Mapping[str, OrderState]) -> list[Alert]:
         out = []
         for order_no, due in self._due.due(now):
-            status, since = self._waiting[order_no]
+            status = orders[order_no].status
+            waited = self.limits[status]  # type: ignore[index]
             alert = self.book.fire(
                 order_no, {"order_no": order_no, "status": status}, due,
-                round((due - since) / 3600, 2),
-                f"in {status} for {duration_text(due - since)}, waiting for "
+                round(waited / 3600, 2),
+                f"in {status} for {duration_text(waited)}, waiting for "
                 f"{sm.WAITS[status].waits_for}",
-                f"处于{sm.status_text(status, 'zh')}已 {duration_text(due - since, 'zh')}，等待"
+                f"处于{sm.status_text(status, 'zh')}已 {duration_text(waited, 'zh')}，等待"
                 f"{sm.WAITS[status].waits_for_zh}")
             if alert is not None:
                 out.append(alert)
         return out
 
     def forget(self, order_no: str, now: float) -> list[Alert]:
-        self._waiting.pop(order_no, None)
         self._due.cancel(order_no)
         return self.book.left_memory([order_no], now)

@@ -137,6 +137,31 @@ def test_stuck_in_review_fires_at_the_limit_and_resolves_on_approval():
     assert alerts[1].ends_at == T0 + 120 + 5 * HOUR
 
 
+def test_a_repeated_status_keeps_the_clock_and_a_new_waiting_status_restarts_it():
+    """The detector keeps only when each wait runs out: the status waited in and since
+    when come from the order, so a repeat of the status (a sync) must not restart the
+    clock, and moving on to another waiting status must resolve and start a new one."""
+    events = [create("S3"), order_event("S3", 60, "pay", "paid"),
+              order_event("S3", 120, "review", "pending_review"),
+              order_event("S3", 120 + HOUR, "status_sync", "pending_review", source="erp"),
+              order_event("S3", 120 + 3 * HOUR, "status_sync", "pending_review", source="erp"),
+              order_event("S3", 120 + 4 * HOUR, "approve", "awaiting_shipment", source="admin"),
+              order_event("S3", 120 + 5 * HOUR, "status_sync", "awaiting_shipment",
+                          source="erp")]
+    tight = StuckOrder(Thresholds(stuck_shipment_s=HOUR))
+    alerts = run_on(events, [tight], until=T0 + 10 * HOUR)
+    assert transitions(alerts) == [
+        ("stuck_order", "firing", "S3", T0 + 120 + 2 * HOUR),
+        ("stuck_order", "resolved", "S3", T0 + 120 + 2 * HOUR),
+        ("stuck_order", "firing", "S3", T0 + 120 + 5 * HOUR)]
+    review, left, shipment = alerts
+    assert review.summary == "in pending_review for 2 h, waiting for a reviewer's approval"
+    assert review.value == 2.0 and left.ends_at == T0 + 120 + 4 * HOUR
+    assert left.summary == "left pending_review for awaiting_shipment"
+    assert shipment.labels == {"order_no": "S3", "status": "awaiting_shipment"}
+    assert shipment.summary.startswith("in awaiting_shipment for 60 min") and shipment.value == 1.0
+
+
 def test_not_stuck_within_limits_and_limits_are_configurable():
     events = [create("S2"), order_event("S2", 60, "pay", "paid"),
               order_event("S2", 120, "reserve_stock", "awaiting_shipment"),

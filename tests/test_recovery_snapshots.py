@@ -1,7 +1,7 @@
 """An order shard pickled mid-stream (a Bytewax recovery snapshot) resumes to the same
 output, whether the snapshot was written by this code or by the layout before it (orders
 as objects, waybills and alerts as their slots' dicts, status changes in deques, no lists
-of the detectors' timers and streams)."""
+of the detectors' timers and streams, a status and start per order waiting too long)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from orderwatch.detectors.order_book import ORDER_FIELDS, OrderBook
 from orderwatch.detectors.risk import _Context
 from orderwatch.detectors.silent_shipment import SilentShipment, _Waybill
 from orderwatch.detectors.status_transitions import StatusFlapping
+from orderwatch.detectors.stuck_order import StuckOrder
 from orderwatch.engine.faults import SCENARIOS
 from orderwatch.engine.simulator import SimConfig
 from orderwatch.pipelines.order_shard import OrderShard, ShardInput
@@ -30,8 +31,13 @@ from orderwatch.pipelines.order_shard import OrderShard, ShardInput
 
 class _OldLayout(pickle.Pickler):
     """Pickles as the code before the flat order book, waybill tuples, alert arguments,
-    status changes, ship requests and waybills as flat tuples and the risk context's
-    share cache did (copyreg's default reduction of each class)."""
+    status changes, ship requests and waybills as flat tuples, the risk context's share
+    cache and the stuck orders read from the book did (copyreg's default reduction of each
+    class)."""
+
+    def __init__(self, buffer: io.BytesIO, orders: dict) -> None:
+        super().__init__(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        self.orders = orders
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
@@ -54,6 +60,8 @@ class _OldLayout(pickle.Pickler):
             waybills = {order_no: {w[0]: _old_waybill(*w[1:]) for w in _records(kept, 5)}
                         for order_no, kept in obj._waybills.items()}
             return copyreg.__newobj__, (kind,), dict(vars(obj), _waybills=waybills)
+        if kind is StuckOrder:  # before it read the status waited in from the order
+            return copyreg.__newobj__, (kind,), dict(vars(obj), _waiting=self.waiting(obj))
         if kind is _Waybill:
             return copyreg.__newobj__, (kind,), (None, {s: getattr(obj, s)
                                                         for s in kind.__slots__})
@@ -61,6 +69,15 @@ class _OldLayout(pickle.Pickler):
             return copyreg.__newobj__, (kind,), (None, {f.name: getattr(obj, f.name)
                                                         for f in fields(kind)})
         return NotImplemented
+
+    def waiting(self, stuck: StuckOrder) -> dict[str, tuple[str, float]]:
+        """The old `_waiting`: (status, since) of every order waiting or fired."""
+        due = {order_no: (alert.labels["status"], alert.starts_at)
+               for order_no, alert in stuck.book._firing.items()}
+        due.update((order_no, (self.orders[order_no].status, at))
+                   for order_no, at in stuck._due._at.items())
+        return {order_no: (status, at - stuck.limits[status])
+                for order_no, (status, at) in due.items()}
 
 
 DERIVED = ("_timers", "_learners", "_routes")
@@ -81,7 +98,7 @@ def _old_waybill(shipped_at: float | None, first_scan: float | None, carrier: st
 
 def _old_layout(shard: OrderShard) -> bytes:
     buffer = io.BytesIO()
-    _OldLayout(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(shard)
+    _OldLayout(buffer, shard.book.orders).dump(shard)
     return buffer.getvalue()
 
 
@@ -112,6 +129,8 @@ def test_a_shard_snapshotted_mid_stream_resumes_to_the_same_output(shop_inputs, 
     assert ships._requests and all(type(r) is tuple for r in ships._requests.values())
     silent = next(d for d in resumed.detectors if isinstance(d, SilentShipment))
     assert silent._waybills and all(type(w) is tuple for w in silent._waybills.values())
+    stuck = next(d for d in resumed.detectors if isinstance(d, StuckOrder))
+    assert not hasattr(stuck, "_waiting")  # older snapshots' is dropped
     outputs = [(summary(uninterrupted.process(inp)), summary(resumed.process(inp)))
                for inp in shop_inputs[half:]]
     assert sum(len(a[0]) for a, _ in outputs) > 50  # alerts after the snapshot
