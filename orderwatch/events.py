@@ -345,11 +345,13 @@ def _passes_all(raw: bytes | str, data: Any) -> Event | None:
     msgspec checks the JSON text against types compiled from the rules (strings, enums,
     numbers, booleans, required fields) in C, about a microsecond, then the few `_call`
     rules, the timestamp and the conditionally required fields run here. A duplicated key
-    is checked in every copy, so the value orjson kept was checked too.
+    is checked in every copy, so the value orjson kept was checked too. What msgspec
+    cannot read (an unknown field nested deeper than its recursion limit, which orjson
+    reads) goes to `validate` like an event that failed.
     """
     try:
         _SHAPES.decode(raw)
-    except msgspec.ValidationError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nesting orjson allows
         return None
     stream = data["stream"]
     try:

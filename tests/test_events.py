@@ -250,3 +250,14 @@ def _decodes(raw: str) -> bool:
     except InvalidEvent:
         return False
     return True
+
+
+@pytest.mark.parametrize("depth", [10, 1000])
+def test_an_unknown_field_nested_deeper_than_msgspec_reads_is_still_an_event(depth):
+    """orjson reads 1,000 levels of nesting and msgspec stops short of that with a
+    RecursionError: the event is valid (unknown fields are kept) and must decode, not
+    crash the dataflow."""
+    data = orjson.loads(CONTRACT_EXAMPLES[3])
+    raw = orjson.dumps(data)[:-1] + b',"extra":' + b"[" * depth + b"]" * depth + b"}"
+    event = decode(raw)
+    assert event.ts == validate(orjson.loads(raw)).ts and "extra" in event.data
