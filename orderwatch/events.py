@@ -155,11 +155,20 @@ def _number(minimum: float | None = None, maximum: float | None = None,
 
 def _object(rules: dict[str, Rule], required: tuple[str, ...]) -> Rule:
     """A nested object: its fields' rules and the fields it must have (others allowed)."""
+    _compiled_whole(*rules.values())
     return (_OBJECT, rules, required, None)
 
 
 def _array(item: Rule) -> Rule:
+    _compiled_whole(item)
     return (_ARRAY, item, None, None)
+
+
+def _compiled_whole(*rules: Rule) -> None:
+    """`decode` runs the `_call` checkers of an event's top-level fields only: nested in an
+    object or array, one would go unchecked."""
+    if any(rule[0] == _CALL for rule in rules):
+        raise TypeError("a _call rule cannot be nested in an object or array")
 
 
 def _call(checker: Checker) -> Rule:

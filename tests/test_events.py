@@ -261,3 +261,10 @@ def test_an_unknown_field_nested_deeper_than_msgspec_reads_is_still_an_event(dep
     raw = orjson.dumps(data)[:-1] + b',"extra":' + b"[" * depth + b"]" * depth + b"}"
     event = decode(raw)
     assert event.ts == validate(orjson.loads(raw)).ts and "extra" in event.data
+
+
+def test_a_checker_of_its_own_cannot_be_nested_where_decode_would_not_run_it():
+    with pytest.raises(TypeError, match="cannot be nested"):
+        ev._object({"at": ev._TIMESTAMP}, required=())
+    with pytest.raises(TypeError, match="cannot be nested"):
+        ev._array(ev._TIMESTAMP)
