@@ -65,10 +65,8 @@ class SilentShipment:
         data = event.data
         if event.stream == "logistics":
             number = data["waybill_no"]
-            kept = self._waybills.get(event.order_no, ())
-            at = flat_records.find(kept, number, _FIELDS)
-            _, shipped_at, first_scan, carrier, warehouse = kept[at:at + _FIELDS] if at >= 0 \
-                else (number, None, None, "", "")
+            kept, at, (_, shipped_at, first_scan, carrier, warehouse) = self._record(
+                event.order_no, number)
             if first_scan is None or event.ts < first_scan:
                 self._waybills[event.order_no] = flat_records.put(
                     kept, at, (number, shipped_at, event.ts, carrier, warehouse))
@@ -77,9 +75,7 @@ class SilentShipment:
                     self._scanned.schedule(key, event.ts)
         elif event.stream == "order" and data["action"] == "ship" and data["result"] == "ok":
             number = data["waybill_no"]
-            kept = self._waybills.get(event.order_no, ())
-            at = flat_records.find(kept, number, _FIELDS)
-            shipped_at, first_scan = (kept[at + 1], kept[at + 2]) if at >= 0 else (None, None)
+            kept, at, (_, shipped_at, first_scan, _, _) = self._record(event.order_no, number)
             if shipped_at is None or event.ts < shipped_at:
                 # the book's shared strings for the ones this event named (a shipped
                 # event names both), not the event's own copies
@@ -90,13 +86,21 @@ class SilentShipment:
                                    event.ts + self.limit_for(carrier))
         return []
 
+    def _record(self, order_no: str, number: str
+                ) -> tuple[tuple[Any, ...], int, tuple[Any, ...]]:
+        """The order's flat tuple, where the waybill's record starts in it (-1: not kept),
+        and the record (number, shipped at, first scan, carrier, warehouse), blank if new."""
+        kept = self._waybills.get(order_no, ())
+        at = flat_records.find(kept, number, _FIELDS)
+        record = kept[at:at + _FIELDS] if at >= 0 else (number, None, None, "", "")
+        return kept, at, record
+
     def _facts(self, key: tuple[str, str]) -> tuple[Any, ...]:
-        """(number, shipped, first scan, carrier, warehouse) of a waybill with a timer."""
-        kept = self._waybills.get(key[0], ())
-        at = flat_records.find(kept, key[1], _FIELDS)
+        """The record of a waybill with a timer (kept as long as its timers are)."""
+        _, at, record = self._record(*key)
         if at < 0:
             raise KeyError(key)
-        return kept[at:at + _FIELDS]
+        return record
 
     def timers(self) -> tuple[Deadlines, ...]:
         return self._due, self._scanned

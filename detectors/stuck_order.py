@@ -41,7 +41,7 @@ class StuckOrder:
         status = order.status
         order_no = event.order_no
         # waiting: its time is still to come, or came and the alert fires
-        waiting = self._due.when(order_no) is not None or self.book.is_firing(order_no)
+        waiting = order_no in self._due or self.book.is_firing(order_no)
         if waiting and order.prev_status == status:
             return []
         out = []

@@ -337,7 +337,7 @@ def _shapes() -> msgspec.json.Decoder:
     structs = []
     for stream, rules in _ALL_RULES.items():
         fields = {key: rule for key, rule in rules.items() if key != "stream"}
-        fields["occurred_at"] = _call(_timestamp)  # parsed by parse_timestamp
+        fields["occurred_at"] = _TIMESTAMP  # parsed by parse_timestamp, not a `_CALLS` one
         structs.append(_struct(stream, fields, _ALL_REQUIRED[stream], tag_field="stream",
                                tag=stream))
     return msgspec.json.Decoder(Union[tuple(structs)])  # noqa: UP007 (a runtime tuple)
