@@ -673,7 +673,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     stripes = max(1, len(cluster.addresses)) * cluster.workers_per_process
     if recovery is not None:
         stripes = recovery.replay_stripes(args.files, stripes)
-    source = JsonlSource(args.files, settings.pipeline.source_batch_size, stripes)
+    source = JsonlSource(args.files, settings.pipeline.source_batch_size, stripes,
+                         settings.pipeline.max_ahead_of_neighbours_s)
     summary = execute(source, settings,
                       notifiers, serve_metrics=args.metrics, cluster=cluster,
                       recovery=recovery)
@@ -714,7 +715,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     weekly = _weekly_robot(settings, robots[0].config if robots else None)
     try:
         source = EngineSource(config, args.rate, args.duration, stop,
-                              settings.pipeline.source_batch_size)
+                              settings.pipeline.source_batch_size,
+                              settings.pipeline.max_ahead_of_neighbours_s)
         summary = execute(source, settings, notifiers, serve_metrics=True, progress_s=5.0,
                           warm_up_left_s=source.warm_up_left_s)
     finally:

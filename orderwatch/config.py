@@ -37,7 +37,7 @@ LANGUAGES = ("zh", "en")
 # (`_ratio`) lie in 0..1; counts (ints) are at least 1. `_RANGES` says the rest.
 _ZERO_ALLOWED = frozenset({"allowed_lateness_s", "timezone_tolerance_s",
                            "premature_cancel_tolerance_s", "lock_wait_p95_ms",
-                           "max_ahead_of_wall_clock_s"})
+                           "max_ahead_of_wall_clock_s", "max_ahead_of_neighbours_s"})
 _RANGES: dict[str, tuple[float, float]] = {
     "risk_review": (0, 100), "risk_high": (0, 100),
     "duplicate_ship_min_requests": (2, math.inf),  # a duplicate takes two requests
@@ -170,8 +170,12 @@ class PipelineSettings:
     # Kafka in: an event whose occurred_at is further ahead of the wall clock than this is
     # a clock fault and dead-lettered, as Kafka's message.timestamp.after.max.ms (1 h)
     # refuses such messages; else event time would jump there and fire every timer
-    # (0: no bound). Files and the engine keep their own time.
+    # (0: no bound).
     max_ahead_of_wall_clock_s: float = 1 * HOUR
+    # Files and the engine keep time of their own (a simulated week may lie ahead of the
+    # wall clock): there an event is a clock fault when it is this far ahead of both the
+    # wall clock and the median event time of the records read with it (0: no bound).
+    max_ahead_of_neighbours_s: float = 24 * HOUR
     clickhouse_batch_rows: int = 20_000
     clickhouse_flush_s: float = 1.0
     # Values of one dimension (gateway, channel, warehouse, …) that get series of their

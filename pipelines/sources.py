@@ -6,6 +6,7 @@ once per batch rather than once per event.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -51,8 +52,10 @@ class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
     empty chunks, over which the end of input is released in steps (watermark.py)."""
 
     def __init__(self, path: str, batch_size: int, parts: int,
-                 resume: tuple[int, int] | None, stripe: int = 0, stripes: int = 1) -> None:
+                 resume: tuple[int, int] | None, stripe: int = 0, stripes: int = 1,
+                 max_ahead_s: float = math.inf) -> None:
         self.path = path
+        self.max_ahead_s = max_ahead_s
         self.name = stripe_name(path, stripe, stripes)
         self.batch_size = batch_size
         self.parts = parts
@@ -91,7 +94,8 @@ class _JsonlPartition(StatefulSourcePartition[Chunk, tuple[int, int]]):
 
     def _chunk(self, first: int, records: list[bytes]) -> Chunk:
         return Chunk(self.name, first, records, self.done, self.parts, source=self.path,
-                     draining=self.drain.draining(self.done))
+                     draining=self.drain.draining(self.done), max_ahead_s=self.max_ahead_s,
+                     own_time=True)
 
     def snapshot(self) -> tuple[int, int]:
         return (self.file.tell(), self.line_no)
@@ -108,8 +112,12 @@ class JsonlSource(FixedPartitionedSource[Chunk, tuple[int, int]]):
     """One partition per file, or `stripes` per file so that several workers decode it;
     the three streams may be in one file or split over several."""
 
-    def __init__(self, paths: list[str], batch_size: int = 2000, stripes: int = 1) -> None:
+    def __init__(self, paths: list[str], batch_size: int = 2000, stripes: int = 1,
+                 max_ahead_s: float = 0) -> None:
+        """`max_ahead_s`: how far an event may be ahead of both the wall clock and the
+        median of its chunk (0: no bound)."""
         self.paths = list(paths)
+        self.max_ahead_s = max_ahead_s or math.inf
         self.batch_size = batch_size
         self.stripes = stripes
         self._parts = {stripe_name(path, k, stripes): (path, k)
@@ -122,7 +130,7 @@ class JsonlSource(FixedPartitionedSource[Chunk, tuple[int, int]]):
                    resume_state: tuple[int, int] | None) -> _JsonlPartition:
         path, stripe = self._parts[for_part]
         return _JsonlPartition(path, self.batch_size, len(self._parts), resume_state,
-                               stripe, self.stripes)
+                               stripe, self.stripes, self.max_ahead_s)
 
 
 class StopSignal:
@@ -146,8 +154,10 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
     WARM_SLICE_S = 0.2
 
     def __init__(self, config: SimConfig, rate: float, duration: float | None,
-                 stop: StopSignal, resume: int | None, max_batch: int) -> None:
+                 stop: StopSignal, resume: int | None, max_batch: int,
+                 max_ahead_s: float = math.inf) -> None:
         self.sim = Simulator(config)
+        self.max_ahead_s = max_ahead_s
         self.max_batch = max_batch  # behind schedule: catch up in batches, not all at once
         self.behind = False
         self.events: Iterator[dict[str, Any]] = self.sim.events()
@@ -202,8 +212,8 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
         self.emitted += len(records)
         self.sent += len(records)
         first = self.emitted - len(records) + 1
-        return [Chunk("engine", first, records, ended, 1,
-                      draining=self.drain.draining(ended))]
+        return [Chunk("engine", first, records, ended, 1, draining=self.drain.draining(ended),
+                      max_ahead_s=self.max_ahead_s, own_time=True)]
 
     def next_awake(self) -> datetime | None:
         if self.done or self.behind or self.started is None:
@@ -218,8 +228,12 @@ class EngineSource(FixedPartitionedSource[Chunk, int]):
     """Live traffic from the reference engine, paced at `rate` events per wall-clock second."""
 
     def __init__(self, config: SimConfig, rate: float, duration: float | None = None,
-                 stop: StopSignal | None = None, max_batch: int = 2000) -> None:
+                 stop: StopSignal | None = None, max_batch: int = 2000,
+                 max_ahead_s: float = 0) -> None:
+        """`max_ahead_s`: how far an event may be ahead of both the wall clock and the
+        median of its chunk (0: no bound)."""
         self.config = config
+        self.max_ahead_s = max_ahead_s or math.inf
         self.max_batch = max_batch
         self.rate = rate
         self.duration = duration
@@ -232,7 +246,7 @@ class EngineSource(FixedPartitionedSource[Chunk, int]):
     def build_part(self, step_id: str, for_part: str, resume_state: int | None
                    ) -> _EnginePartition:
         self.partition = _EnginePartition(self.config, self.rate, self.duration, self.stop,
-                                          resume_state, self.max_batch)
+                                          resume_state, self.max_batch, self.max_ahead_s)
         return self.partition
 
     def warm_up_left_s(self) -> float | None:
