@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ from orderwatch.pipelines.order_shard import OrderShard, ShardInput, ShardOutput
 from orderwatch.pipelines.prometheus_export import Exporter
 from orderwatch.pipelines.sharding import all_shards, shard_of
 from orderwatch.pipelines.sinks import AlertSink, ClickHouseSink, MetricsSink, Notification
+from orderwatch.pipelines.snapshot_cost import SnapshotCost
 
 
 class _ShardLogic(StatefulBatchLogic):
@@ -46,25 +48,29 @@ class _ShardLogic(StatefulBatchLogic):
     The recovery snapshot is the pickled shard: bytes cannot change after the epoch ends,
     as Bytewax requires of a snapshot. Bytewax asks for a snapshot at the end of every
     epoch even when recovery is off; pickling every open order each time would then cost
-    more than the work itself, so without recovery the snapshot is empty.
+    more than the work itself, so without recovery (`cost` None) the snapshot is empty.
     """
 
-    def __init__(self, shard: Any, snapshots: bool) -> None:
+    def __init__(self, shard: Any, step: str, cost: SnapshotCost | None) -> None:
         self.shard = shard
-        self.snapshots = snapshots
+        self.step = step
+        self.cost = cost
 
     @classmethod
-    def builder(cls, new: Callable[[], Any],
-                snapshots: bool) -> Callable[[bytes | None], _ShardLogic]:
-        return lambda state: cls(new() if state is None else pickle.loads(state), snapshots)
+    def builder(cls, new: Callable[[], Any], step: str,
+                cost: SnapshotCost | None) -> Callable[[bytes | None], _ShardLogic]:
+        return lambda state: cls(new() if state is None else pickle.loads(state), step, cost)
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
         return [self.shard.process(v) for v in values], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        if not self.snapshots:
+        if self.cost is None:
             return b""
-        return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL)
+        started = time.perf_counter()
+        state = pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL)
+        self.cost.record(self.step, self.shard.shard, time.perf_counter() - started, len(state))
+        return state
 
 
 def route_to_order_shards(decoded: Decoded, shards: int) -> list[tuple[str, ShardInput]]:
@@ -136,8 +142,9 @@ def _to_leader(item: Any) -> tuple[str, Any]:
 
 def build_flow(source: Source[Chunk], settings: Settings, clickhouse: ClickHouseSink,
                alerts: AlertSink, exporter: Exporter,
-               dead_letters: DynamicSink | None = None, snapshots: bool = True) -> Dataflow:
-    """`snapshots=False` when nothing will restore them (no recovery directory)."""
+               dead_letters: DynamicSink | None = None,
+               snapshots: SnapshotCost | None = None) -> Dataflow:
+    """`snapshots`: None when nothing will restore them (no recovery directory)."""
     p = settings.pipeline
     flow = Dataflow("orderwatch")
     chunks = op.input("input", flow, source)
@@ -145,11 +152,12 @@ def build_flow(source: Source[Chunk], settings: Settings, clickhouse: ClickHouse
 
     shard_in = op.flat_map("route_orders", decoded,
                            lambda d: route_to_order_shards(d, p.order_shards))
-    new_order_shard = _ShardLogic.builder(lambda: OrderShard(settings), snapshots)
+    new_order_shard = _ShardLogic.builder(lambda: OrderShard(settings), "orders", snapshots)
     shard_out = op.key_rm("orders_out", op.stateful_batch("orders", shard_in, new_order_shard))
 
     aggregate_in = op.flat_map("route_aggregates", shard_out, lambda o: o.to_aggregates)
-    new_aggregate_shard = _ShardLogic.builder(lambda: AggregateShard(settings), snapshots)
+    new_aggregate_shard = _ShardLogic.builder(lambda: AggregateShard(settings), "aggregates",
+                                              snapshots)
     aggregate_out = op.key_rm("aggregates_out", op.stateful_batch(
         "aggregates", aggregate_in, new_aggregate_shard))
 

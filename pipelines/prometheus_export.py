@@ -99,14 +99,21 @@ SPECS: dict[str, Spec] = {
         "histogram", "Wall-clock time from the input that made an alert due entering the "
         "pipeline to its notification being written (the alert's own event-time threshold "
         "excluded).", ("alert",)),
+    "orderwatch_snapshot_seconds": Spec(
+        "histogram", "Time to pickle one shard's state for a Bytewax recovery snapshot "
+        "(with a recovery directory only).", ("step",)),
+    "orderwatch_snapshot_bytes": Spec(
+        "gauge", "Size of every shard's latest recovery snapshot, summed.", ()),
 }
 WRITE_BOUNDS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SNAPSHOT_BOUNDS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LATENCY_BOUNDS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
                     30.0, 60.0)
 # the health metrics' log-spaced buckets: their minute partials are merged in as they are
 BOUNDS_S = {"orderwatch_lock_wait_seconds": tuple(b / 1000 for b in wait_histogram.BOUNDS_MS),
             "orderwatch_clickhouse_write_seconds": WRITE_BOUNDS_S,
-            "orderwatch_alert_latency_seconds": LATENCY_BOUNDS_S}
+            "orderwatch_alert_latency_seconds": LATENCY_BOUNDS_S,
+            "orderwatch_snapshot_seconds": SNAPSHOT_BOUNDS_S}
 
 
 class Exporter(Collector):
@@ -199,6 +206,12 @@ class Exporter(Collector):
     def value(self, name: str, labels: tuple[str, ...] = ()) -> float:
         with self._lock:
             return self._values[name].get(labels, 0.0)
+
+    def histogram_totals(self, name: str) -> tuple[float, float]:
+        """(observations, their sum) over every series of a histogram."""
+        with self._lock:
+            series = self._hists.get(name, {}).values()
+            return sum(sum(h[:-1]) for h in series), sum(h[-1] for h in series)
 
     def total(self, name: str) -> float:
         with self._lock:

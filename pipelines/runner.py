@@ -37,6 +37,7 @@ from orderwatch.pipelines.http_endpoint import check_listen, serve
 from orderwatch.pipelines.prometheus_export import Exporter
 from orderwatch.pipelines.reader import read_only
 from orderwatch.pipelines.sinks import AlertSink, ClickHouseSink
+from orderwatch.pipelines.snapshot_cost import SnapshotCost
 from orderwatch.timestamps import to_rfc3339
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,8 @@ class Summary:
     warm_up_s: float = 0.0  # the engine's warm-up before its first event, within elapsed_s
     late: int = 0  # events that came after their minute of health_metrics was final
     leader: bool = True  # the other processes of a cluster write no tables and no alerts
+    # with recovery: (shard states pickled, seconds it took, bytes of the latest of each)
+    snapshots: tuple[int, float, float] | None = None
 
     def lines(self, tz: str = "Asia/Shanghai") -> list[str]:
         flowing = self.elapsed_s - self.warm_up_s
@@ -206,6 +209,11 @@ class Summary:
                        "(the dataflow, before the tables are merged)")
         if self.merge_s is not None:
             out.append(f"tables merged      in {self.merge_s:.1f} s (after the dataflow)")
+        if self.snapshots is not None:
+            count, seconds, size = self.snapshots
+            share = f" ({seconds / flowing:.0%} of the run)" if flowing > 0 else ""
+            out.append(f"snapshots          {count:,} shard states pickled in {seconds:.1f} s"
+                       f"{share}, the latest {size / 1e6:,.1f} MB")
         if not self.leader:
             out.append("alerts             sent by process 0, the leader")
             return out
@@ -281,7 +289,8 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
                       ClickHouseSink(target, exporter, p.clickhouse_batch_rows,
                                      p.clickhouse_flush_s, cluster.leader),
                       AlertSink(notifiers, exporter, count, cluster.leader), exporter,
-                      dead_letters, snapshots=recovery is not None)
+                      dead_letters, snapshots=None if recovery is None else SnapshotCost(
+                          exporter, recovery.snapshot_interval_s))
     heartbeat = Progress(exporter, progress_s, settings.display_timezone,
                          warm_up_left_s) if progress_s else None
     started = time.monotonic()
@@ -304,12 +313,14 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
             settle(client, target.database)
         merge_s = time.monotonic() - merging
     mark = exporter.value("orderwatch_event_time_watermark_seconds")
+    count, seconds = exporter.histogram_totals("orderwatch_snapshot_seconds")
     return Summary(target, time.monotonic() - started, int(exporter.total("orderwatch_events")),
                    int(exporter.total("orderwatch_events_redelivered")),
                    int(exporter.total("orderwatch_dead_letters")),
                    int(exporter.value("orderwatch_open_orders")), mark or None, alerts, peak_mib,
                    merge_s, late=int(exporter.total("orderwatch_events_late")),
-                   leader=cluster.leader)
+                   leader=cluster.leader, snapshots=None if recovery is None else (
+                       int(count), seconds, exporter.value("orderwatch_snapshot_bytes")))
 
 
 def peak_resident_mib() -> float | None:

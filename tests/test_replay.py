@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from bytewax.recovery import init_db_dir
@@ -400,6 +401,12 @@ def test_a_replay_killed_midway_resumes_with_more_workers_to_the_same_results(fa
             assert first.poll() is None, "the replay finished before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        exposed = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        pickled = re.search(r'^orderwatch_snapshot_seconds_count\{step="orders"\} (\S+)$',
+                            exposed, re.M)
+        assert pickled and float(pickled[1]) > 0, exposed  # what the snapshots cost so far
+        size = re.search(r"^orderwatch_snapshot_bytes (\S+)$", exposed, re.M)
+        assert size and float(size[1]) > 0
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(30)
@@ -408,6 +415,10 @@ def test_a_replay_killed_midway_resumes_with_more_workers_to_the_same_results(fa
     assert second.returncode == 0, second.stderr[-2000:]
     resumed = int(re.search(r"events processed +([\d,]+)", second.stdout)[1].replace(",", ""))
     assert 0 < resumed < total  # it went on from a snapshot, not from the beginning
+    pickled = re.search(r"snapshots +([\d,]+) shard states pickled in ([\d.]+) s",
+                        second.stdout)
+    assert pickled and int(pickled[1].replace(",", "")) > 0, second.stdout
+    assert "snapshots" not in summary  # a replay without a recovery directory takes none
     assert digests(f"chdb://{tmp_path / 'ch'}") == digests(dsn)
     assert sorted(read_jsonl(tmp_path / "alerts.jsonl"), key=json.dumps) == \
         sorted(read_jsonl(d / "alerts.jsonl"), key=json.dumps)
