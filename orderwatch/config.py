@@ -173,8 +173,9 @@ class PipelineSettings:
     # (0: no bound).
     max_ahead_of_wall_clock_s: float = 1 * HOUR
     # Files and the engine keep time of their own (a simulated week may lie ahead of the
-    # wall clock): there an event is a clock fault when it is this far ahead of both the
-    # wall clock and the median event time of the records read with it (0: no bound).
+    # wall clock): there an event is a clock fault when it is this far ahead of the wall
+    # clock, of the median event time of the records read with it and of the latest one
+    # before it (0: no bound).
     max_ahead_of_neighbours_s: float = 24 * HOUR
     clickhouse_batch_rows: int = 20_000
     clickhouse_flush_s: float = 1.0

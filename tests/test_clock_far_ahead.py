@@ -1,8 +1,8 @@
 """A file or the engine keeps time of its own, so the wall clock alone cannot tell a clock
 fault there: a simulated week may lie ahead of it. An event is refused when it is more
-than `max_ahead_of_neighbours_s` ahead of both the wall clock and the median event time of
-the records read with it (its chunk). Kafka, live, is held to the wall clock alone
-(`tests/test_kafka.py`)."""
+than `max_ahead_of_neighbours_s` ahead of the wall clock, of the median event time of the
+records read with it (its chunk) and of the latest one before it. Kafka, live, is held to
+the wall clock alone (`tests/test_kafka.py`)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,21 @@ def test_a_simulated_week_ahead_of_the_wall_clock_is_its_own_time():
     assert decoded.dead == []
     assert len(decoded.events) == 2000
     assert decoded.max_ts == start + 1999 * 5.0
+
+
+def test_a_sparse_stretch_ahead_of_the_wall_clock_moves_on_from_event_to_event():
+    """The end of a simulated file: few orders still open, 2,000 lines span days. Its last
+    lines are days past the chunk's median, but each only minutes past the one before."""
+    start = T0 + 3 * DAY
+    records = lines(start, 2000, step_s=150.0)  # 3.5 days in one chunk
+    decoded = decode_chunk(file_chunk(records, wall_clock=T0))
+    assert decoded.dead == []
+    assert decoded.max_ts == start + 1999 * 150.0
+    records.insert(1500, moved(records[1499], "future", "2056-02-23T10:00:00+08:00"))
+    decoded = decode_chunk(file_chunk(records, wall_clock=T0))
+    assert [d.position for d in decoded.dead] == [1501]
+    assert ", 946,200,750 s ahead of the latest before it and " in decoded.dead[0].reason
+    assert decoded.max_ts == start + 1999 * 150.0
 
 
 def test_an_event_ahead_of_its_chunk_but_not_of_the_wall_clock_is_history():
