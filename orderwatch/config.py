@@ -174,8 +174,8 @@ class PipelineSettings:
     max_ahead_of_wall_clock_s: float = 1 * HOUR
     # Files and the engine keep time of their own (a simulated week may lie ahead of the
     # wall clock): there an event is a clock fault when it is this far ahead of the wall
-    # clock, of the median event time of the records read with it and of the latest one
-    # before it (0: no bound).
+    # clock and this far past the event times of the records read with it, from their
+    # median up as far as no gap exceeds this (0: no bound).
     max_ahead_of_neighbours_s: float = 24 * HOUR
     clickhouse_batch_rows: int = 20_000
     clickhouse_flush_s: float = 1.0

@@ -42,8 +42,7 @@ class Chunk:
     max_ahead_s: float = math.inf
     # a file or the engine keeps time of its own (a simulated week may lie ahead of the
     # wall clock): there an event is a clock fault only when it is also more than
-    # `max_ahead_s` ahead of the median event time of its chunk and of the latest event
-    # time read before it in the chunk
+    # `max_ahead_s` past the other event times of its chunk (`reach`)
     own_time: bool = False
 
     @property
@@ -98,36 +97,47 @@ def _ahead_reason(ts: float, chunk: Chunk) -> str:
             "allowed (ORDERWATCH_PIPELINE_MAX_AHEAD_OF_WALL_CLOCK_S)")
 
 
-def _ahead_of_neighbours_reason(ts: float, median: float, before: float, chunk: Chunk) -> str:
-    latest = "" if before == NEVER else f", {ts - before:,.0f} s ahead of the latest before it"
+def _ahead_of_neighbours_reason(ts: float, reach: float, chunk: Chunk) -> str:
     return (f"occurred_at far ahead of the events read with it: {to_rfc3339(ts)} is "
-            f"{ts - median:,.0f} s ahead of their median ({to_rfc3339(median)}){latest} and "
+            f"{ts - reach:,.0f} s past them (they run to {to_rfc3339(reach)} from their "
+            f"median, with no gap over {chunk.max_ahead_s:,.0f} s) and "
             f"{ts - chunk.ingested_at:,.0f} s ahead of the wall clock, more than the "
             f"{chunk.max_ahead_s:,.0f} s allowed (ORDERWATCH_PIPELINE_MAX_AHEAD_OF_NEIGHBOURS_S)")
 
 
+def reach(times: list[float], gap: float) -> float:
+    """The latest of the sorted `times` reached from their (lower) median in steps of at
+    most `gap`: where the chunk's own time runs to. An outlier far behind does not move
+    it, nor does a sparse stretch (days a chunk, minutes an event) stop it."""
+    end = times[(len(times) - 1) // 2]
+    for t in times[(len(times) - 1) // 2 + 1:]:
+        if t - end > gap:
+            break
+        end = t
+    return end
+
+
 def decode_chunk(chunk: Chunk, max_event_bytes: int = 1 << 20) -> Decoded:
     not_after = chunk.ingested_at + chunk.max_ahead_s
-    decoded, jumped = _decode(chunk, max_event_bytes, not_after)
-    if jumped != NEVER:  # an event a day beyond the wall clock and the one before it
+    decoded, ahead = _decode(chunk, max_event_bytes, not_after)
+    if ahead:  # an event a day ahead of the wall clock: is it also past its chunk?
         times = sorted(event.ts for event in decoded.events)
-        median = times[len(times) // 2]
-        if jumped > median + chunk.max_ahead_s:  # and beyond its chunk: read it again
-            decoded, _ = _decode(chunk, max_event_bytes,
-                                 max(not_after, median + chunk.max_ahead_s), median)
+        own = reach(times, chunk.max_ahead_s)
+        if times[-1] > max(not_after, own):  # rare: read the chunk again, refusing it
+            decoded, _ = _decode(chunk, max_event_bytes, max(not_after, own), own)
     return decoded
 
 
 def _decode(chunk: Chunk, max_event_bytes: int, not_after: float,
-            median: float | None = None) -> tuple[Decoded, float]:
-    """Also returns the latest time of the events of a file or the engine that are after
-    `not_after` and more than the bound after the latest event before them (NEVER: none).
-    Given the chunk's `median`, such an event is a dead letter."""
+            own: float | None = None) -> tuple[Decoded, bool]:
+    """Also returns whether a chunk of a file or the engine had an event after
+    `not_after`; given how far the chunk's `own` time runs, such an event is a dead
+    letter."""
     events: list[Event] = []
     dead: list[DeadLetter] = []
     max_ts = NEVER
     positions = chunk.positions
-    jumped = NEVER
+    ahead = False
     for k, record in enumerate(chunk.records):
         position = positions[k] if positions is not None else chunk.first_position + k
         if not record and chunk.skip_empty:
@@ -145,12 +155,9 @@ def _decode(chunk: Chunk, max_event_bytes: int, not_after: float,
             if event.ts > not_after:
                 if not chunk.own_time:
                     raise InvalidEvent(_ahead_reason(event.ts, chunk))
-                # a sparse stretch of a file (days a chunk) moves on from event to event
-                if event.ts > max_ts + chunk.max_ahead_s:
-                    if median is not None:
-                        raise InvalidEvent(_ahead_of_neighbours_reason(event.ts, median,
-                                                                       max_ts, chunk))
-                    jumped = max(jumped, event.ts)
+                if own is not None:
+                    raise InvalidEvent(_ahead_of_neighbours_reason(event.ts, own, chunk))
+                ahead = True
         except InvalidEvent as exc:
             payload = orjson.dumps(record) if isinstance(record, dict) else (
                 record if isinstance(record, bytes) else str(record).encode())
@@ -161,4 +168,4 @@ def _decode(chunk: Chunk, max_event_bytes: int, not_after: float,
                 max_ts = event.ts
     return Decoded(chunk.partition, events, dead, max_ts, chunk.ended, chunk.partitions,
                    len(chunk.records), chunk.idle, ingested_at=chunk.ingested_at,
-                   draining=chunk.draining), jumped
+                   draining=chunk.draining), ahead

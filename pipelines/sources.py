@@ -114,8 +114,8 @@ class JsonlSource(FixedPartitionedSource[Chunk, tuple[int, int]]):
 
     def __init__(self, paths: list[str], batch_size: int = 2000, stripes: int = 1,
                  max_ahead_s: float = 0) -> None:
-        """`max_ahead_s`: how far an event may be ahead of the wall clock, of the median
-        of its chunk and of the latest event before it (0: no bound)."""
+        """`max_ahead_s`: how far an event may be ahead of the wall clock and past the
+        other event times of its chunk (0: no bound; `decoding.reach`)."""
         self.paths = list(paths)
         self.max_ahead_s = max_ahead_s or math.inf
         self.batch_size = batch_size
@@ -230,8 +230,8 @@ class EngineSource(FixedPartitionedSource[Chunk, int]):
     def __init__(self, config: SimConfig, rate: float, duration: float | None = None,
                  stop: StopSignal | None = None, max_batch: int = 2000,
                  max_ahead_s: float = 0) -> None:
-        """`max_ahead_s`: how far an event may be ahead of the wall clock, of the median
-        of its chunk and of the latest event before it (0: no bound)."""
+        """`max_ahead_s`: how far an event may be ahead of the wall clock and past the
+        other event times of its chunk (0: no bound; `decoding.reach`)."""
         self.config = config
         self.max_ahead_s = max_ahead_s or math.inf
         self.max_batch = max_batch

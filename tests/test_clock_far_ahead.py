@@ -1,14 +1,15 @@
 """A file or the engine keeps time of its own, so the wall clock alone cannot tell a clock
 fault there: a simulated week may lie ahead of it. An event is refused when it is more
-than `max_ahead_of_neighbours_s` ahead of the wall clock, of the median event time of the
-records read with it (its chunk) and of the latest one before it. Kafka, live, is held to
-the wall clock alone (`tests/test_kafka.py`)."""
+than `max_ahead_of_neighbours_s` ahead of the wall clock and past the time of the records
+read with it (its chunk): from their median up, as far as no gap exceeds that bound.
+Kafka, live, is held to the wall clock alone (`tests/test_kafka.py`)."""
 
 from __future__ import annotations
 
 import orjson
 
-from orderwatch.pipelines.decoding import NEVER, Chunk, decode_chunk
+from orderwatch.pipelines.decoding import NEVER, Chunk, decode_chunk, reach
+from orderwatch.timestamps import to_rfc3339
 
 from conftest import HOUR, T0, order_event, orderwatch
 
@@ -69,8 +70,39 @@ def test_a_sparse_stretch_ahead_of_the_wall_clock_moves_on_from_event_to_event()
     records.insert(1500, moved(records[1499], "future", "2056-02-23T10:00:00+08:00"))
     decoded = decode_chunk(file_chunk(records, wall_clock=T0))
     assert [d.position for d in decoded.dead] == [1501]
-    assert ", 946,200,750 s ahead of the latest before it and " in decoded.dead[0].reason
+    assert (f" past them (they run to {to_rfc3339(start + 1999 * 150.0)} from their median"
+            in decoded.dead[0].reason)
     assert decoded.max_ts == start + 1999 * 150.0
+
+
+def test_a_file_in_order_number_order_runs_on_through_each_orders_days():
+    """Exported by order rather than by time: each order's events span a week (its scans
+    six hours apart), so its last ones lie days past the order before it and past the
+    chunk's median, and every order starts back at its creation."""
+    start = T0 + 3 * DAY  # ahead of the wall clock
+    records = []
+    for k in range(80):  # two orders a minute
+        created = start - T0 + k * 30.0
+        for i, after in enumerate((0, 600, *(h * 6 * HOUR for h in range(1, 28)))):
+            records.append(orjson.dumps(order_event(f"O{k}", created + after, "create",
+                                                    "pending_payment",
+                                                    event_id=f"O{k}-{i}").data))
+    decoded = decode_chunk(file_chunk(records, wall_clock=T0))
+    assert decoded.dead == []
+    assert len(decoded.events) == len(records)
+
+
+def test_the_chunks_own_time_is_reached_from_its_median_in_steps_of_at_most_the_bound():
+    assert reach([1.0, 2.0, 3.0, 50.0], gap=10.0) == 3.0
+    assert reach([1.0, 2.0, 3.0, 12.0, 21.0, 40.0], gap=10.0) == 21.0
+    assert reach([-500.0, 100.0, 101.0, 102.0], gap=10.0) == 102.0  # far behind: no anchor
+    assert reach([5.0, 5000.0], gap=10.0) == 5.0  # the lower median: two lines, one wrong
+    assert reach([7.0], gap=10.0) == 7.0
+    records = lines(T0, 10)
+    for event_id in ("future-1", "future-2"):  # two lines of the same broken clock
+        records.append(moved(records[0], event_id, "2056-02-23T10:00:00+08:00"))
+    decoded = decode_chunk(file_chunk(records, wall_clock=T0 + 30 * DAY))
+    assert [d.position for d in decoded.dead] == [11, 12]
 
 
 def test_an_event_ahead_of_its_chunk_but_not_of_the_wall_clock_is_history():
