@@ -97,9 +97,9 @@ def _ahead_reason(ts: float, chunk: Chunk) -> str:
             "allowed (ORDERWATCH_PIPELINE_MAX_AHEAD_OF_WALL_CLOCK_S)")
 
 
-def _ahead_of_neighbours_reason(ts: float, reach: float, chunk: Chunk) -> str:
+def _ahead_of_neighbours_reason(ts: float, runs_to: float, chunk: Chunk) -> str:
     return (f"occurred_at far ahead of the events read with it: {to_rfc3339(ts)} is "
-            f"{ts - reach:,.0f} s past them (they run to {to_rfc3339(reach)} from their "
+            f"{ts - runs_to:,.0f} s past them (they run to {to_rfc3339(runs_to)} from their "
             f"median, with no gap over {chunk.max_ahead_s:,.0f} s) and "
             f"{ts - chunk.ingested_at:,.0f} s ahead of the wall clock, more than the "
             f"{chunk.max_ahead_s:,.0f} s allowed (ORDERWATCH_PIPELINE_MAX_AHEAD_OF_NEIGHBOURS_S)")
