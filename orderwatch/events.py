@@ -205,12 +205,7 @@ def _check(rule: Rule, name: str, value: object) -> None:
     elif kind == _OBJECT:
         if not isinstance(value, dict):
             raise InvalidEvent(f"field '{name}' must be an object, got {_type(value)}")
-        for key in b:
-            if key not in value:
-                raise InvalidEvent(f"missing required field '{name}.{key}'")
-        for key, field_rule in a.items():
-            if key in value:
-                _check(field_rule, f"{name}.{key}", value[key])
+        _check_fields(a, b, value, f"{name}.")
     elif kind == _ARRAY:
         if not isinstance(value, list):
             raise InvalidEvent(f"field '{name}' must be an array, got {_type(value)}")
@@ -222,6 +217,18 @@ def _check(rule: Rule, name: str, value: object) -> None:
 
 def _timestamp(name: str, value: object) -> None:
     parse_timestamp(value, name)
+
+
+def _check_fields(rules: dict[str, Rule], required: tuple[str, ...], value: dict[str, Any],
+                  prefix: str = "") -> None:
+    """A JSON object's fields (an event's own, or a nested object's under `prefix`): first
+    those it must have, then the rule of each field it has."""
+    for key in required:
+        if key not in value:
+            raise InvalidEvent(f"missing required field '{prefix}{key}'")
+    for key, rule in rules.items():
+        if key in value:
+            _check(rule, prefix + key, value[key])
 
 
 def _currency(name: str, value: object) -> None:
@@ -381,11 +388,7 @@ def validate(data: object) -> Event:
     order; raise InvalidEvent with the first reason found."""
     if not isinstance(data, dict):
         raise InvalidEvent(f"not a JSON object but {_type(data)}")
-    for name in _ALWAYS:
-        if name not in data:
-            raise InvalidEvent(f"missing required field '{name}'")
-    for name, rule in _COMMON.items():
-        _check(rule, name, data[name])
+    _check_fields(_COMMON, _ALWAYS, data)
     ts = parse_timestamp(data["occurred_at"])
     stream = data["stream"]
     for name in _REQUIRED[stream]:
