@@ -670,7 +670,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     tz = settings.display_timezone
     notifiers = _notifiers(settings, args.alerts_out, cluster, recovery)
     # every worker decodes a stripe of each file (decoding is a tenth of the work)
-    stripes = max(1, len(cluster.addresses)) * cluster.workers_per_process
+    stripes = cluster.workers
     if recovery is not None:
         stripes = recovery.replay_stripes(args.files, stripes)
     source = JsonlSource(args.files, settings.pipeline.source_batch_size, stripes,

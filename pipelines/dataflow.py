@@ -36,8 +36,9 @@ from orderwatch.pipelines.aggregate_shard import AggregateOutput, AggregateShard
 from orderwatch.pipelines.clickhouse_schema import ticks_ms
 from orderwatch.pipelines.decoding import Chunk, Decoded, decode_chunk
 from orderwatch.pipelines.order_shard import OrderShard, ShardInput, ShardOutput
+from orderwatch.pipelines.placement import order_shard_names
 from orderwatch.pipelines.prometheus_export import Exporter
-from orderwatch.pipelines.sharding import all_shards, shard_of
+from orderwatch.pipelines.sharding import shard_index
 from orderwatch.pipelines.sinks import AlertSink, ClickHouseSink, MetricsSink, Notification
 from orderwatch.pipelines.snapshot_cost import SnapshotCost
 
@@ -73,16 +74,16 @@ class _ShardLogic(StatefulBatchLogic):
         return state
 
 
-def route_to_order_shards(decoded: Decoded, shards: int) -> list[tuple[str, ShardInput]]:
-    keys = all_shards(shards)
-    by_shard: dict[str, list] = {key: [] for key in keys}
+def route_to_order_shards(decoded: Decoded, keys: list[str]) -> list[tuple[str, ShardInput]]:
+    """`keys`: the order shards' names, from `placement`."""
+    by_shard: list[list] = [[] for _ in keys]
     for event in decoded.events:
-        by_shard[shard_of(event.order_no, shards)].append(event)
+        by_shard[shard_index(event.order_no, len(keys))].append(event)
     dead = [(d.read_after, d.reason_class()) for d in decoded.dead]  # for the first shard
     return [(key, ShardInput(key, events, decoded.partition, decoded.max_ts, decoded.ended,
                              decoded.partitions, decoded.idle, decoded.ingested_at,
-                             dead if key == keys[0] else [], decoded.draining))
-            for key, events in by_shard.items()]
+                             dead if i == 0 else [], decoded.draining))
+            for i, (key, events) in enumerate(zip(keys, by_shard, strict=True))]
 
 
 def notifications(out: ShardOutput | AggregateOutput) -> list[Notification]:
@@ -143,16 +144,19 @@ def _to_leader(item: Any) -> tuple[str, Any]:
 def build_flow(source: Source[Chunk], settings: Settings, clickhouse: ClickHouseSink,
                alerts: AlertSink, exporter: Exporter,
                dead_letters: DynamicSink | None = None,
-               snapshots: SnapshotCost | None = None) -> Dataflow:
-    """`snapshots`: None when nothing will restore them (no recovery directory)."""
+               snapshots: SnapshotCost | None = None, workers: int = 1) -> Dataflow:
+    """`snapshots`: None when nothing will restore them (no recovery directory).
+    `workers`: how many workers the shards are placed over (`placement`)."""
     p = settings.pipeline
+    order_shards = order_shard_names(p.order_shards, workers)
     flow = Dataflow("orderwatch")
     chunks = op.input("input", flow, source)
     decoded = op.map("decode", chunks, lambda c: decode_chunk(c, p.max_event_bytes))
 
     shard_in = op.flat_map("route_orders", decoded,
-                           lambda d: route_to_order_shards(d, p.order_shards))
-    new_order_shard = _ShardLogic.builder(lambda: OrderShard(settings), "orders", snapshots)
+                           lambda d: route_to_order_shards(d, order_shards))
+    new_order_shard = _ShardLogic.builder(lambda: OrderShard(settings, workers=workers),
+                                          "orders", snapshots)
     shard_out = op.key_rm("orders_out", op.stateful_batch("orders", shard_in, new_order_shard))
 
     aggregate_in = op.flat_map("route_aggregates", shard_out, lambda o: o.to_aggregates)

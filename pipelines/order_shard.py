@@ -24,7 +24,8 @@ from orderwatch.detectors.order_book import OrderBook, OrderState
 from orderwatch.detectors.risk import RiskModel, RiskScorer
 from orderwatch.events import STREAMS, Event
 from orderwatch.pipelines.clickhouse_schema import ticks_ms
-from orderwatch.pipelines.sharding import all_shards, detector_shard, shard_of
+from orderwatch.pipelines.placement import aggregate_shard_names
+from orderwatch.pipelines.sharding import detector_shard, shard_index
 from orderwatch.pipelines.watermark import NEVER, WatermarkTracker
 
 
@@ -90,7 +91,8 @@ def order_row(o: OrderState) -> list:
 
 
 class OrderShard:
-    def __init__(self, settings: Settings, shard: str = "") -> None:
+    def __init__(self, settings: Settings, shard: str = "", workers: int = 1) -> None:
+        """`workers`: how many the aggregate shards are placed over (`placement`)."""
         p = settings.pipeline
         self.shard = shard  # set from the first input when built by Bytewax
         self.book = OrderBook(p.finished_retention_s, p.max_idle_s)
@@ -99,7 +101,7 @@ class OrderShard:
         self.channel_index = next(i for i, r in enumerate(self.routers)
                                   if isinstance(r, ChannelDegraded))
         self.risk = RiskScorer(settings.thresholds, RiskModel.load(), settings.language)
-        self.aggregate_shards = all_shards(p.aggregate_shards)
+        self.aggregate_shards = aggregate_shard_names(p.aggregate_shards, workers)
         self.watermark = WatermarkTracker(p.allowed_lateness_s)
         self.buffer: ReorderBuffer[Event] = ReorderBuffer()
         self.now = NEVER
@@ -159,14 +161,14 @@ class OrderShard:
             batch.routed.setdefault(detector_shard(self.channel_index, channel, n_aggr),
                                     []).append(item)
         self.risk.verdicts.clear()
-        cells_by_shard: dict[str, dict] = {}
+        cells_by_shard: dict[int, dict] = {}
         for (dim, value), cells in batch.partials.split_by_dimension().items():
-            target = shard_of(f"m:{dim}={value}", n_aggr)
-            cells_by_shard.setdefault(target, {}).update(cells)
+            index = shard_index(f"m:{dim}={value}", n_aggr)
+            cells_by_shard.setdefault(index, {}).update(cells)
         out.metric_cells = batch.partials.cells
-        for target in self.aggregate_shards:  # every aggregate shard hears the watermark
-            items = batch.routed.get(target, [])
-            cells = cells_by_shard.get(target, {})
+        for index, target in enumerate(self.aggregate_shards):  # all hear the watermark
+            items = batch.routed.get(index, [])
+            cells = cells_by_shard.get(index, {})
             out.to_aggregates.append(
                 (target, AggregateInput(target, self.shard, self.now, items, cells,
                                          inp.ingested_at, self.watermark.finished)))
@@ -232,5 +234,5 @@ class _Batch:
 
     def __init__(self) -> None:
         self.event_rows: list[list] = []
-        self.routed: dict[str, list[tuple[int, str, float, str, Any]]] = {}
+        self.routed: dict[int, list[tuple[int, str, float, str, Any]]] = {}  # by shard index
         self.partials = Partials()

@@ -59,6 +59,10 @@ class Cluster:
     def leader(self) -> bool:
         return self.process_id == 0
 
+    @property
+    def workers(self) -> int:
+        return max(1, len(self.addresses)) * self.workers_per_process
+
 
 @dataclass(frozen=True, slots=True)
 class Recovery:
@@ -68,7 +72,7 @@ class Recovery:
     snapshot_interval_s: float = 10.0
 
     PARTITIONS = 1  # recovery database partitions; fixed once created
-    LAYOUT = "orderwatch-replay.json"  # file in the directory: see replay_stripes()
+    LAYOUT = "orderwatch-replay.json"  # see replay_stripes() and shard_placement()
 
     def resuming(self) -> bool:
         return any(self.directory.glob("part-*.sqlite3"))
@@ -94,19 +98,39 @@ class Recovery:
                               "it started with, or give a new directory")
         return layout["stripes"]
 
-    def _recorded_layout(self) -> dict | None:
+    def shard_placement(self, workers: int) -> int:
+        """How many workers the shards' names are placed over (`placement`): as many as
+        the run that started this directory had, since each snapshot is kept under its
+        shard's name. A directory from before placement has the plain names: 1."""
+        if not self.resuming():
+            self._record_layout({"placement": workers})
+            return workers
+        try:
+            return max(1, int(self._read_layout().get("placement", 1)))
+        except (TypeError, ValueError):  # not a number: as if not recorded
+            return 1
+
+    def _read_layout(self) -> dict:
         try:
             layout = json.loads((self.directory / self.LAYOUT).read_text())
+        except (OSError, ValueError):  # none yet, or unreadable
+            return {}
+        return layout if isinstance(layout, dict) else {}
+
+    def _recorded_layout(self) -> dict | None:
+        layout = self._read_layout()
+        try:
             return {"stripes": max(1, int(layout["stripes"])),
                     "files": [str(path) for path in layout["files"]]}
-        except (OSError, ValueError, TypeError, KeyError):  # none yet, or unreadable
+        except (ValueError, TypeError, KeyError):  # not recorded, or unreadable
             return None
 
-    def _record_layout(self, layout: dict) -> None:
+    def _record_layout(self, fields: dict) -> None:
+        """Adds `fields` to what this run recorded (a replay records its stripes too)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / self.LAYOUT
         partial = path.with_name(f"{path.name}.{os.getpid()}")  # no torn reads
-        partial.write_text(json.dumps(layout) + "\n")
+        partial.write_text(json.dumps({**self._read_layout(), **fields}) + "\n")
         partial.replace(path)
 
     def prepare(self) -> RecoveryConfig:
@@ -290,7 +314,9 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
                                      p.clickhouse_flush_s, cluster.leader),
                       AlertSink(notifiers, exporter, count, cluster.leader), exporter,
                       dead_letters, snapshots=None if recovery is None else SnapshotCost(
-                          exporter, recovery.snapshot_interval_s))
+                          exporter, recovery.snapshot_interval_s),
+                      workers=cluster.workers if recovery is None
+                      else recovery.shard_placement(cluster.workers))
     heartbeat = Progress(exporter, progress_s, settings.display_timezone,
                          warm_up_left_s) if progress_s else None
     started = time.monotonic()
