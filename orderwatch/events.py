@@ -64,6 +64,12 @@ class Event:
         self.order_no: str = data["order_no"]
         self.ts = ts  # occurred_at as POSIX seconds: event time
 
+    def __reduce__(self) -> tuple[type[Event], tuple[dict[str, Any], float]]:
+        """Pickled as its data and time. Events cross between a cluster's processes (to
+        their order and aggregate shards) and pickle's default for slots built a dict of
+        them per event: 7.5 µs a round trip, against 3.8 so (round 12)."""
+        return Event, (self.data, self.ts)
+
     def get(self, name: str, default: Any = None) -> Any:
         return self.data.get(name, default)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 import random
 from datetime import datetime
 
@@ -15,7 +16,7 @@ import pytest
 from orderwatch import events as ev
 from orderwatch.engine.faults import SCENARIOS
 from orderwatch.engine.simulator import SimConfig, Simulator
-from orderwatch.events import _RFC3339, InvalidEvent, decode, parse_timestamp, validate
+from orderwatch.events import _RFC3339, Event, InvalidEvent, decode, parse_timestamp, validate
 
 CONTRACT_EXAMPLES = [
     '{"event_id":"e1","stream":"order","order_no":"ORD20260223001","occurred_at":"2026-02-23T10:00:00+08:00","action":"create","result":"ok","status":"pending_payment","source":"oms","user_id":"U77","channel":"wechat_miniapp","amount":199.00,"items":[{"sku":"SKU-1","qty":1}],"grace_period_s":172800,"client_created_at":"2026-02-23T02:00:00Z"}',
@@ -268,3 +269,23 @@ def test_a_checker_of_its_own_cannot_be_nested_where_decode_would_not_run_it():
         ev._object({"at": ev._TIMESTAMP}, required=())
     with pytest.raises(TypeError, match="cannot be nested"):
         ev._array(ev._TIMESTAMP)
+
+
+# An Event pickled before Event.__reduce__ (at cc0a5d8): pickle's default for slots.
+_EVENT_PICKLED_BY_SLOTS = (
+    b"\x80\x05\x95\xa5\x00\x00\x00\x00\x00\x00\x00\x8c\x11orderwatch.events\x94\x8c\x05"
+    b"Event\x94\x93\x94)\x81\x94N}\x94(\x8c\x04data\x94}\x94(\x8c\x08event_id\x94\x8c\x02"
+    b"E1\x94\x8c\x06stream\x94\x8c\x05order\x94\x8c\x08order_no\x94\x8c\x02O1\x94\x8c\x0b"
+    b"occurred_at\x94\x8c\x142026-02-23T00:00:00Z\x94uh\x07h\x08h\x0bh\x0ch\th\n\x8c\x02ts"
+    b"\x94GA\xdaf\xe6 \x00\x00\x00u\x86\x94b.")
+
+
+def test_an_event_crosses_processes_as_its_data_and_time_and_old_snapshots_still_load():
+    data = {"event_id": "E1", "stream": "order", "order_no": "O1",
+            "occurred_at": "2026-02-23T00:00:00Z"}
+    for event in (pickle.loads(pickle.dumps(Event(data, 1771804800.0), protocol=5)),
+                  pickle.loads(_EVENT_PICKLED_BY_SLOTS)):
+        assert type(event) is Event
+        assert (event.data, event.ts) == (data, 1771804800.0)
+        assert (event.event_id, event.stream, event.order_no) == ("E1", "order", "O1")
+    assert Event(data, 1.0).__reduce__() == (Event, (data, 1.0))
