@@ -67,7 +67,7 @@ class Event:
     def __reduce__(self) -> tuple[type[Event], tuple[dict[str, Any], float]]:
         """Pickled as its data and time. Events cross between a cluster's processes (to
         their order and aggregate shards) and pickle's default for slots built a dict of
-        them per event: 7.5 µs a round trip, against 3.8 so (round 12)."""
+        them per event: 7.5 µs a round trip, 3.7 this way (round 12)."""
         return Event, (self.data, self.ts)
 
     def get(self, name: str, default: Any = None) -> Any:

@@ -6,8 +6,9 @@ shards named "000" to "015" land 9 and 7 on two workers, and the four aggregate 
 and 1: the busiest worker bounds a cluster's speed. So on a cluster a shard whose plain
 name lands on the wrong worker gets a suffix ("003-2") that lands it on the right one.
 
-Order shards go round-robin from worker 0; aggregate shards round-robin from the last
-worker, because worker 0 (the leader's first) also writes ClickHouse and sends the alerts.
+Order shards go round-robin over the workers; aggregate shards round-robin over all but
+worker 0, from the last, because worker 0 (the leader's first) also writes ClickHouse and
+sends the alerts (benchmarks/README.md, round 12, measures both).
 With one worker every name lands on it, and the names are the plain ones.
 `tests/test_placement.py` checks these names against a real Bytewax cluster.
 """
@@ -62,14 +63,13 @@ def bytewax_worker(key: str, workers: int) -> int:
 
 
 @lru_cache(maxsize=64)
-def _placed(shards: int, workers: tuple[int, ...]) -> tuple[str, ...]:
-    """Shard i on workers[i % len(workers)], of `total` workers."""
-    total = max(workers) + 1
+def _placed(shards: int, targets: tuple[int, ...], workers: int) -> tuple[str, ...]:
+    """Names that put shard i on worker targets[i % len(targets)] of `workers`."""
     names = []
     for i in range(shards):
-        target = workers[i % len(workers)]
+        target = targets[i % len(targets)]
         name, salt = f"{i:03d}", 0
-        while bytewax_worker(name, total) != target:
+        while bytewax_worker(name, workers) != target:
             salt += 1
             name = f"{i:03d}-{salt}"
         names.append(name)
@@ -77,8 +77,10 @@ def _placed(shards: int, workers: tuple[int, ...]) -> tuple[str, ...]:
 
 
 def order_shard_names(shards: int, workers: int = 1) -> list[str]:
-    return list(_placed(shards, tuple(range(max(1, workers)))))
+    workers = max(1, workers)
+    return list(_placed(shards, tuple(range(workers)), workers))
 
 
 def aggregate_shard_names(shards: int, workers: int = 1) -> list[str]:
-    return list(_placed(shards, tuple(range(workers - 1, 0, -1)) or (0,)))
+    workers = max(1, workers)
+    return list(_placed(shards, tuple(range(workers - 1, 0, -1)) or (0,), workers))
