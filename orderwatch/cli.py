@@ -670,10 +670,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     tz = settings.display_timezone
     notifiers = _notifiers(settings, args.alerts_out, cluster, recovery)
     # every worker decodes a stripe of each file (decoding is a tenth of the work)
-    stripes = cluster.workers
+    stripes, batch_size = cluster.workers, settings.pipeline.source_batch_size
     if recovery is not None:
         stripes = recovery.replay_stripes(args.files, stripes)
-    source = JsonlSource(args.files, settings.pipeline.source_batch_size, stripes,
+        batch_size = recovery.replay_batch_size(batch_size)
+    source = JsonlSource(args.files, batch_size, stripes,
                          settings.pipeline.max_ahead_of_neighbours_s)
     summary = execute(source, settings,
                       notifiers, serve_metrics=args.metrics, cluster=cluster,

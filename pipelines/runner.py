@@ -102,13 +102,25 @@ class Recovery:
         """How many workers the shards' names are placed over (`placement`): as many as
         the run that started this directory had, since each snapshot is kept under its
         shard's name. A directory from before placement has the plain names: 1."""
+        return self._kept("placement", workers, before=1)
+
+    def replay_batch_size(self, lines: int) -> int:
+        """The lines in a block of a replay's stripes, as the run that started this
+        directory read them: a stripe's read position counts its own lines, so blocks of
+        another size on a resume would skip some lines and read others twice. A
+        directory from before this was recorded gets today's size."""
+        return self._kept("batch_size", lines, before=lines)
+
+    def _kept(self, name: str, value: int, before: int) -> int:
+        """`value`, recorded when this run starts the directory; on a resume, what was
+        recorded then (`before` when nothing was, or something unreadable)."""
         if not self.resuming():
-            self._record_layout({"placement": workers})
-            return workers
+            self._record_layout({name: value})
+            return value
         try:
-            return max(1, int(self._read_layout().get("placement", 1)))
-        except (TypeError, ValueError):  # not a number: as if not recorded
-            return 1
+            return max(1, int(self._read_layout().get(name, before)))
+        except (TypeError, ValueError):
+            return before
 
     def _read_layout(self) -> dict:
         try:

@@ -98,5 +98,6 @@ def test_a_recovery_directory_keeps_the_placement_it_started_with(tmp_path):
     (older.directory / Recovery.LAYOUT).write_text(
         json.dumps({"stripes": 2, "files": ["a.jsonl"]}) + "\n")
     assert older.shard_placement(2) == 1
+    assert older.replay_batch_size(500) == 500
     (older.directory / Recovery.LAYOUT).write_text('{"placement": "two"}\n')
     assert older.shard_placement(2) == 1

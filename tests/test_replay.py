@@ -379,7 +379,9 @@ def test_a_replay_killed_midway_resumes_with_more_workers_to_the_same_results(fa
                                                                               tmp_path):
     """Bytewax keeps each file stripe's read position under the stripe's name, and the
     stripes are one per worker: a resume with another worker count listed other stripes
-    and Bytewax panicked. The directory now keeps the stripes it started with."""
+    and Bytewax panicked. The directory now keeps the stripes it started with, the lines
+    in their blocks (the first run reads blocks of 200, the resume's default is 2,000:
+    the two stripes' positions skipped and repeated lines) and the shards' placement."""
     d, dsn, summary = faulty
     total = int(re.search(r"events processed +([\d,]+)", summary)[1].replace(",", ""))
     # a snapshot pickles every open order (16 shards, each woken by every batch), so at
@@ -390,7 +392,7 @@ def test_a_replay_killed_midway_resumes_with_more_workers_to_the_same_results(fa
             f"chdb://{tmp_path / 'ch'}", "--alerts-out", str(tmp_path / "alerts.jsonl"),
             *recovery]
     port = free_ports(1)[0]
-    first = subprocess.Popen([*args, "--metrics"], stdout=subprocess.DEVNULL,
+    first = subprocess.Popen([*args, "--metrics", "-w", "2"], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE,
                              env={**os.environ, "ORDERWATCH_METRICS_PORT": str(port),
                                   "ORDERWATCH_PIPELINE_SOURCE_BATCH_SIZE": "200"})
@@ -411,7 +413,7 @@ def test_a_replay_killed_midway_resumes_with_more_workers_to_the_same_results(fa
         first.send_signal(signal.SIGKILL)
         first.wait(30)
 
-    second = subprocess.run([*args, "-w", "2"], capture_output=True, text=True, timeout=300)
+    second = subprocess.run([*args, "-w", "3"], capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
     resumed = int(re.search(r"events processed +([\d,]+)", second.stdout)[1].replace(",", ""))
     assert 0 < resumed < total  # it went on from a snapshot, not from the beginning
@@ -430,8 +432,10 @@ def test_a_recovery_directory_keeps_the_layout_of_its_first_snapshots(tmp_path):
     recovery = Recovery(tmp_path / "recovery")
     assert recovery.replay_stripes(["a.jsonl"], 1) == 1
     assert recovery.replay_stripes(["b.jsonl"], 2) == 2
+    assert recovery.replay_batch_size(200) == 200
     init_db_dir(recovery.directory, Recovery.PARTITIONS)  # now there are snapshots
     assert recovery.replay_stripes(["b.jsonl", "c.jsonl"], 4) == 2
+    assert recovery.replay_batch_size(2000) == 200
     with pytest.raises(ConfigError, match=r"read positions of b\.jsonl"):
         recovery.replay_stripes(["c.jsonl"], 2)
 
