@@ -672,8 +672,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     # every worker decodes a stripe of each file (decoding is a tenth of the work)
     stripes, batch_size = cluster.workers, settings.pipeline.source_batch_size
     if recovery is not None:
-        stripes = recovery.replay_stripes(args.files, stripes)
-        batch_size = recovery.replay_batch_size(batch_size)
+        stripes, batch_size = recovery.replay_layout(args.files, stripes, batch_size)
     source = JsonlSource(args.files, batch_size, stripes,
                          settings.pipeline.max_ahead_of_neighbours_s)
     summary = execute(source, settings,

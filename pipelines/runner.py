@@ -72,51 +72,50 @@ class Recovery:
     snapshot_interval_s: float = 10.0
 
     PARTITIONS = 1  # recovery database partitions; fixed once created
-    LAYOUT = "orderwatch-replay.json"  # see replay_stripes() and shard_placement()
+    LAYOUT = "orderwatch-replay.json"  # see replay_layout() and shard_placement()
 
     def resuming(self) -> bool:
         return any(self.directory.glob("part-*.sqlite3"))
 
-    def replay_stripes(self, files: list[str], workers: int) -> int:
-        """How many stripes a replay cuts each file into: as many as the workers of the run
-        that started this directory, whatever the workers now. Bytewax keeps each
-        stripe's read position under the stripe's name and panics on a snapshot of a
-        partition no longer listed; kept, the stripes move between workers on a resume
-        with another count, as the shards do. A resume without one of the files the
-        directory started with would meet the same panic, so it is refused up front.
-        A directory from before this was recorded gets today's count."""
+    def replay_layout(self, files: list[str], workers: int, batch_size: int
+                      ) -> tuple[int, int]:
+        """(stripes, lines per block) for a replay: what the run that started this
+        directory used, whatever the workers and the setting now.
+
+        Bytewax keeps each stripe's read position under the stripe's name and panics on a
+        snapshot of a partition no longer listed; kept, the stripes move between workers
+        on a resume with another count, as the shards do. A stripe's position counts its
+        own lines, so blocks of another size would skip lines and read others twice. A
+        resume without one of the files the directory started with would meet the panic,
+        so it is refused up front. A directory from before these were recorded gets
+        today's values. The shards' placement is recorded in the same write: the
+        processes of a cluster sharing the directory each write the whole layout, so one
+        that finds another's snapshots already there never reads a part of it."""
         if not self.resuming():  # nothing to resume: this run sets the layout
-            self._record_layout({"stripes": workers, "files": files})
-            return workers
+            self._record_layout({"stripes": workers, "files": files,
+                                 "batch_size": batch_size, "placement": workers})
+            return workers, batch_size
         layout = self._recorded_layout()
         if layout is None:
-            return workers
+            return workers, batch_size
         missing = [path for path in layout["files"] if path not in files]
         if missing:
             raise ConfigError(f"the recovery directory {self.directory} holds the read "
                               f"positions of {', '.join(missing)}: resume with the files "
                               "it started with, or give a new directory")
-        return layout["stripes"]
+        return layout["stripes"], self._recorded("batch_size", batch_size)
 
     def shard_placement(self, workers: int) -> int:
         """How many workers the shards' names are placed over (`placement`): as many as
         the run that started this directory had, since each snapshot is kept under its
         shard's name. A directory from before placement has the plain names: 1."""
-        return self._kept("placement", workers, before=1)
-
-    def replay_batch_size(self, lines: int) -> int:
-        """The lines in a block of a replay's stripes, as the run that started this
-        directory read them: a stripe's read position counts its own lines, so blocks of
-        another size on a resume would skip some lines and read others twice. A
-        directory from before this was recorded gets today's size."""
-        return self._kept("batch_size", lines, before=lines)
-
-    def _kept(self, name: str, value: int, before: int) -> int:
-        """`value`, recorded when this run starts the directory; on a resume, what was
-        recorded then (`before` when nothing was, or something unreadable)."""
         if not self.resuming():
-            self._record_layout({name: value})
-            return value
+            self._record_layout({"placement": workers})
+            return workers
+        return self._recorded("placement", 1)
+
+    def _recorded(self, name: str, before: int) -> int:
+        """A count the layout records; `before` when it does not (or is unreadable)."""
         try:
             return max(1, int(self._read_layout().get(name, before)))
         except (TypeError, ValueError):

@@ -86,11 +86,9 @@ def test_a_recovery_directory_keeps_the_placement_it_started_with(tmp_path):
     count must keep the names; a directory from before placement has the plain ones."""
     recovery = Recovery(tmp_path / "recovery")
     assert recovery.shard_placement(1) == 1
-    assert recovery.replay_stripes(["a.jsonl"], 2) == 2
     assert recovery.shard_placement(2) == 2  # nothing to resume yet: this run sets it
     init_db_dir(recovery.directory, Recovery.PARTITIONS)
     assert recovery.shard_placement(4) == 2
-    assert recovery.replay_stripes(["a.jsonl"], 4) == 2  # both kept in one file
 
     older = Recovery(tmp_path / "older")
     older.directory.mkdir()
@@ -98,6 +96,6 @@ def test_a_recovery_directory_keeps_the_placement_it_started_with(tmp_path):
     (older.directory / Recovery.LAYOUT).write_text(
         json.dumps({"stripes": 2, "files": ["a.jsonl"]}) + "\n")
     assert older.shard_placement(2) == 1
-    assert older.replay_batch_size(500) == 500
+    assert older.replay_layout(["a.jsonl"], 4, 500) == (2, 500)
     (older.directory / Recovery.LAYOUT).write_text('{"placement": "two"}\n')
     assert older.shard_placement(2) == 1

@@ -430,14 +430,13 @@ def test_a_recovery_directory_keeps_the_layout_of_its_first_snapshots(tmp_path):
     """Until Bytewax has written a snapshot there is nothing to resume, and the run sets
     the layout (a run killed before its first snapshot must not bind the next one)."""
     recovery = Recovery(tmp_path / "recovery")
-    assert recovery.replay_stripes(["a.jsonl"], 1) == 1
-    assert recovery.replay_stripes(["b.jsonl"], 2) == 2
-    assert recovery.replay_batch_size(200) == 200
+    assert recovery.replay_layout(["a.jsonl"], 1, 2000) == (1, 2000)
+    assert recovery.replay_layout(["b.jsonl"], 2, 200) == (2, 200)
     init_db_dir(recovery.directory, Recovery.PARTITIONS)  # now there are snapshots
-    assert recovery.replay_stripes(["b.jsonl", "c.jsonl"], 4) == 2
-    assert recovery.replay_batch_size(2000) == 200
+    assert recovery.replay_layout(["b.jsonl", "c.jsonl"], 4, 2000) == (2, 200)
+    assert recovery.shard_placement(4) == 2  # written with the stripes
     with pytest.raises(ConfigError, match=r"read positions of b\.jsonl"):
-        recovery.replay_stripes(["c.jsonl"], 2)
+        recovery.replay_layout(["c.jsonl"], 2, 200)
 
 
 def test_a_replay_resumed_on_a_file_that_has_grown_gives_what_one_replay_gives(tmp_path):
