@@ -95,15 +95,20 @@ class Recovery:
             self._record_layout({"stripes": workers, "files": files,
                                  "batch_size": batch_size, "placement": workers})
             return workers, batch_size
-        layout = self._recorded_layout()
-        if layout is None:
+        layout = self._read_layout()
+        stripes = _count(layout, "stripes", 0)
+        try:
+            started_with = [str(path) for path in layout["files"]]
+        except (TypeError, KeyError):  # not recorded, or unreadable
+            started_with = None
+        if not stripes or started_with is None:
             return workers, batch_size
-        missing = [path for path in layout["files"] if path not in files]
+        missing = [path for path in started_with if path not in files]
         if missing:
             raise ConfigError(f"the recovery directory {self.directory} holds the read "
                               f"positions of {', '.join(missing)}: resume with the files "
                               "it started with, or give a new directory")
-        return layout["stripes"], self._recorded("batch_size", batch_size)
+        return stripes, _count(layout, "batch_size", batch_size)
 
     def shard_placement(self, workers: int) -> int:
         """How many workers the shards' names are placed over (`placement`): as many as
@@ -112,14 +117,7 @@ class Recovery:
         if not self.resuming():
             self._record_layout({"placement": workers})
             return workers
-        return self._recorded("placement", 1)
-
-    def _recorded(self, name: str, before: int) -> int:
-        """A count the layout records; `before` when it does not (or is unreadable)."""
-        try:
-            return max(1, int(self._read_layout().get(name, before)))
-        except (TypeError, ValueError):
-            return before
+        return _count(self._read_layout(), "placement", 1)
 
     def _read_layout(self) -> dict:
         try:
@@ -127,14 +125,6 @@ class Recovery:
         except (OSError, ValueError):  # none yet, or unreadable
             return {}
         return layout if isinstance(layout, dict) else {}
-
-    def _recorded_layout(self) -> dict | None:
-        layout = self._read_layout()
-        try:
-            return {"stripes": max(1, int(layout["stripes"])),
-                    "files": [str(path) for path in layout["files"]]}
-        except (ValueError, TypeError, KeyError):  # not recorded, or unreadable
-            return None
 
     def _record_layout(self, fields: dict) -> None:
         """Adds `fields` to what this run recorded (a replay records its stripes too)."""
@@ -149,6 +139,15 @@ class Recovery:
             self.directory.mkdir(parents=True, exist_ok=True)
             init_db_dir(self.directory, self.PARTITIONS)
         return RecoveryConfig(self.directory)
+
+
+def _count(layout: dict, name: str, before: int) -> int:
+    """A count the recovery layout records, at least 1; `before` when it records none (or
+    something that is not a number)."""
+    try:
+        return max(1, int(layout[name]))
+    except (KeyError, TypeError, ValueError):
+        return before
 
 
 # The dataflow keeps hundreds of thousands of long-lived objects (open orders, reorder
