@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="event-time minutes of clean traffic before the first fault window "
                      "(default 10)")
     _add_warm_start(run)
+    _add_execution_flags(run, scaling=False)
 
     sim = sub.add_parser("simulate", help="write a deterministic event file and its labels")
     sim.add_argument("--out", metavar="EVENTS.jsonl", help="event file to write")
@@ -282,8 +283,11 @@ def _env_default(name: str, kind=str):
     return None if raw is None else kind(raw)
 
 
-def _add_execution_flags(parser: argparse.ArgumentParser) -> None:
+def _add_execution_flags(parser: argparse.ArgumentParser, scaling: bool = True) -> None:
     """Bytewax's own scaling and recovery flags (and env variables), as `bytewax.run` has them."""
+    if not scaling:
+        _add_recovery_flags(parser.add_argument_group("recovery (as in python -m bytewax.run)"))
+        return
     group = parser.add_argument_group("scaling and recovery (as in python -m bytewax.run)")
     group.add_argument("-i", "--process-id", type=int,
                        default=_env_default("BYTEWAX_PROCESS_ID", int),
@@ -294,6 +298,10 @@ def _add_execution_flags(parser: argparse.ArgumentParser) -> None:
                        help="every process's address, separated by ';' [env: BYTEWAX_ADDRESSES]")
     group.add_argument("-w", "--workers-per-process", type=_positive(int),
                        default=_env_default("BYTEWAX_WORKERS_PER_PROCESS", int) or 1)
+    _add_recovery_flags(group)
+
+
+def _add_recovery_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("-r", "--recovery-directory", metavar="DIR",
                        default=os.environ.get("BYTEWAX_RECOVERY_DIRECTORY"),
                        help="keep state snapshots here and resume from them after a crash "
@@ -305,7 +313,7 @@ def _add_execution_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _execution(args: argparse.Namespace):
-    from orderwatch.pipelines.runner import Cluster, Recovery
+    from orderwatch.pipelines.runner import Cluster
 
     addresses = tuple(a.strip() for a in (args.addresses or "").split(";") if a.strip())
     process_id = args.process_id if args.process_id is not None else 0
@@ -318,10 +326,17 @@ def _execution(args: argparse.Namespace):
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise UsageError(f"--addresses: {address!r} is not host:port (port 1-65535)")
-    recovery = None
-    if args.recovery_directory:
-        recovery = Recovery(Path(args.recovery_directory), args.snapshot_interval)
-    return Cluster(process_id, addresses, args.workers_per_process), recovery
+    return Cluster(process_id, addresses, args.workers_per_process), _recovery(args)
+
+
+def _recovery(args: argparse.Namespace):
+    from orderwatch.pipelines.runner import Recovery
+
+    if not args.recovery_directory:
+        return None
+    recovery = Recovery(Path(args.recovery_directory), args.snapshot_interval, args.command)
+    recovery.check_command()
+    return recovery
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -688,20 +703,32 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from orderwatch.pipelines.http_endpoint import check_listen
     from orderwatch.pipelines.runner import execute
     from orderwatch.pipelines.sources import EngineSource
+    from orderwatch.timestamps import to_rfc3339
 
     _check_warm_up(args)
     settings = _with_dsn(settings, None, args.data)
     check_listen(settings.metrics_host, settings.metrics_port)  # before the banner
-    seed = args.seed if args.seed is not None else int(time.time()) % 100_000
-    config = SimConfig(seed=seed, orders=None, orders_per_minute=args.orders_per_minute,
-                       faults=args.faults, start=time.time(),
-                       first_window_at=args.faults_after * 60.0, record_labels=False,
-                       warm_up=args.warm_start * 86400.0)
+    shop = {"seed": args.seed if args.seed is not None else int(time.time()) % 100_000,
+            "start": time.time(), "faults": sorted(args.faults),
+            "orders_per_minute": args.orders_per_minute, "faults_after": args.faults_after,
+            "warm_start": args.warm_start}
+    recovery = _recovery(args)
+    resumed = recovery is not None and recovery.resuming()
+    if recovery is not None:
+        shop = _same_shop(args, shop, recovery.live_engine(shop))
+    seed = shop["seed"]
+    config = SimConfig(seed=seed, orders=None, orders_per_minute=shop["orders_per_minute"],
+                       faults=frozenset(shop["faults"]), start=shop["start"],
+                       first_window_at=shop["faults_after"] * 60.0, record_labels=False,
+                       warm_up=shop["warm_start"] * 86400.0)
     stop = _stop_on_signals()
     print(f"OrderWatch live: reference engine (seed {seed}, faults: "
           f"{', '.join(sorted(args.faults)) or 'none'}) at {args.rate:,.0f} events/s")
     print(f"metrics   http://{settings.metrics_host}:{settings.metrics_port}/metrics")
     print(f"results   {settings.clickhouse_dsn} (database {settings.clickhouse_database})")
+    if resumed:
+        print(f"resuming  the shop simulated since {to_rfc3339(config.start)} from "
+              f"{recovery.directory}: events sent before its last snapshot are skipped")
     if args.warm_start:
         orders = args.orders_per_minute * 1440 * args.warm_start
         days = f"{args.warm_start:g} day" + ("" if args.warm_start == 1 else "s")
@@ -718,12 +745,30 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                               settings.pipeline.source_batch_size,
                               settings.pipeline.max_ahead_of_neighbours_s)
         summary = execute(source, settings, notifiers, serve_metrics=True, progress_s=5.0,
-                          warm_up_left_s=source.warm_up_left_s)
+                          warm_up_left_s=source.warm_up_left_s, recovery=recovery)
     finally:
         weekly.stop()
     summary.warm_up_s = source.warm_up_took_s()
     print("\nsummary\n" + "\n".join(summary.lines(settings.display_timezone)))
     return 0
+
+
+def _same_shop(args: argparse.Namespace, asked: dict, recorded: dict) -> dict:
+    """The recorded shop, unless a flag asks for another one: a resume cannot change the
+    shop it continues (the seed may be left out; it is recorded)."""
+    flags = {"seed": "--seed", "faults": "--faults", "orders_per_minute": "--orders-per-minute",
+             "faults_after": "--faults-after", "warm_start": "--warm-start"}
+    differ = [f"{flag} {_flag_text(recorded[name])}" for name, flag in flags.items()
+              if recorded[name] != asked[name] and not (name == "seed" and args.seed is None)]
+    if differ:
+        raise UsageError(f"the recovery directory {args.recovery_directory} continues the shop "
+                         f"of {', '.join(differ)}: resume with the same flags, or give a new "
+                         "directory")
+    return recorded
+
+
+def _flag_text(value) -> str:
+    return ",".join(value) or "none" if isinstance(value, list) else f"{value:g}"
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:

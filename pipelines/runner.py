@@ -70,9 +70,11 @@ class Recovery:
 
     directory: Path
     snapshot_interval_s: float = 10.0
+    command: str = ""  # the orderwatch command; recorded with the layout
 
     PARTITIONS = 1  # recovery database partitions; fixed once created
-    LAYOUT = "orderwatch-replay.json"  # see replay_layout() and shard_placement()
+    # see replay_layout(), shard_placement() and live_engine()
+    LAYOUT = "orderwatch-replay.json"
 
     def resuming(self) -> bool:
         return any(self.directory.glob("part-*.sqlite3"))
@@ -119,6 +121,32 @@ class Recovery:
             return workers
         return _count(self._read_layout(), "placement", 1)
 
+    def check_command(self) -> None:
+        """Refuses a directory another command started: each reads another input, and
+        Bytewax panics on the snapshot of an input partition it is not given. A directory
+        from before the command was recorded is taken as it is."""
+        if not self.resuming() or not self.command:
+            return
+        layout = self._read_layout()
+        recorded = layout.get("command") or ("replay" if "stripes" in layout else self.command)
+        if recorded != self.command:
+            raise ConfigError(f"the recovery directory {self.directory} holds the state of "
+                              f"`orderwatch {recorded}`: resume it with that command, or "
+                              "give a new directory")
+
+    def live_engine(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """The reference engine's `settings` (seed, start…) as the live run that started
+        this directory recorded them. A resume skips the events the engine had sent, which
+        is only right if it simulates the same shop from the same instant."""
+        recorded = self._read_layout().get("engine") if self.resuming() else None
+        if isinstance(recorded, dict) and recorded.keys() == settings.keys():
+            return recorded
+        if recorded is not None:
+            raise ConfigError(f"the recovery directory {self.directory} records an engine "
+                              f"this version cannot read ({recorded!r}): give a new directory")
+        self._record_layout({"engine": settings})
+        return settings
+
     def _read_layout(self) -> dict:
         try:
             layout = json.loads((self.directory / self.LAYOUT).read_text())
@@ -127,7 +155,11 @@ class Recovery:
         return layout if isinstance(layout, dict) else {}
 
     def _record_layout(self, fields: dict) -> None:
-        """Adds `fields` to what this run recorded (a replay records its stripes too)."""
+        """Adds `fields` to what this run recorded (a replay records its stripes too).
+        The command goes with every write, not in one of its own: the processes of a
+        cluster each write what they need in one go (see replay_layout)."""
+        if self.command:
+            fields = {**fields, "command": self.command}
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / self.LAYOUT
         partial = path.with_name(f"{path.name}.{os.getpid()}")  # no torn reads

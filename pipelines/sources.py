@@ -169,6 +169,10 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
         self.deadline: float | None = None
         self.resume = resume or 0
         self.emitted = 0
+        # events taken from the simulation's stream: its prefix a resume skips. The pipe's
+        # undelivered events a stop flushes are not in it (the stream yields them again,
+        # later: a resume redelivers them, as a producer's retry would)
+        self.taken = 0
         self.sent = 0  # since the clock started: what the pace is measured against
         self.done = False
         self.drain = Drain()
@@ -178,7 +182,7 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
             return False
         for _ in range(self.resume):  # deterministic: replaying the prefix restores position
             next(self.events, None)
-            self.emitted += 1
+        self.emitted = self.taken = self.resume
         self.started = time.monotonic()
         self.deadline = None if self.duration is None else self.started + self.duration
         return True
@@ -206,6 +210,7 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
                 ended = True
                 break
             records.append(event)
+        self.taken += len(records)
         if ended:
             self.done = True
             records.extend(self.sim.undelivered())
@@ -221,7 +226,7 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
         return datetime.now(UTC) + self.TICK
 
     def snapshot(self) -> int:
-        return self.emitted
+        return self.taken
 
 
 class EngineSource(FixedPartitionedSource[Chunk, int]):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import shutil
 import signal
@@ -216,3 +218,101 @@ def test_the_heartbeat_says_the_engine_is_warming_up_rather_than_events_0(capsys
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "· warming up: 1.5 days of trading left to simulate before the first event"
     assert lines[-1].startswith("· events 0 (0/s) · event time -")
+
+
+def test_a_live_run_killed_midway_resumes_the_same_shop_without_a_gap(tmp_path):
+    """`run -r DIR` killed, resumed, stopped and resumed again: the events in ClickHouse
+    are the engine's own stream of the recorded shop from its first event on, with no
+    stretch skipped; only the events in flight at the last stop (flushed early, as a
+    producer flushes) lie past it."""
+    from orderwatch.engine.simulator import SimConfig, Simulator
+
+    data, rec = str(tmp_path / "data"), str(tmp_path / "rec")
+    flags = ["--rate", "3000", "--faults", "none", "--data", data, "-r", rec, "-s", "0.5"]
+    port = free_port()
+    env = {"ORDERWATCH_METRICS_PORT": str(port), "PATH": "/usr/bin:/bin"}
+    first = subprocess.Popen([orderwatch_exe(), "run", "--seed", "11", *flags],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.5)
+            with contextlib.suppress(httpx.TransportError):
+                body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                if (metric_sum(body, "orderwatch_events_total") >= 15_000
+                        and metric_sum(body, "orderwatch_snapshot_seconds_count") > 0):
+                    break
+        else:
+            raise AssertionError("the first run sent no 15,000 events or took no snapshot")
+        sent_before_kill = metric_sum(body, "orderwatch_events_total")
+    finally:
+        first.kill()  # no flush, no final snapshot: a crash
+        first.wait(30)
+
+    summaries = []
+    for _ in range(2):  # a resume after the crash, then one after a clean stop
+        resumed = orderwatch("run", *flags, "--duration", "3", env=env)
+        assert resumed.returncode == 0, resumed.stderr
+        assert "resuming  the shop simulated since" in resumed.stdout
+        assert "(seed 11, faults: none)" in resumed.stdout  # recorded, not asked again
+        summaries.append(resumed.stdout)
+    redelivered = [int(re.search(r"redeliveries\s+([\d,]+)", s)[1].replace(",", ""))
+                   for s in summaries]
+    assert max(redelivered) < sent_before_kill / 2, "a resume started the shop over"
+
+    layout = json.loads((tmp_path / "rec" / "orderwatch-replay.json").read_text())
+    shop = layout["engine"]
+    assert shop["seed"] == 11 and layout["command"] == "run"
+    query = orderwatch("sql", "--data", data, "SELECT DISTINCT event_id FROM orderwatch.events")
+    assert query.returncode == 0, query.stderr
+    stored = set(query.stdout.split()[1:])
+    sim = Simulator(SimConfig(seed=11, orders=None, start=shop["start"], faults=frozenset(),
+                              first_window_at=shop["faults_after"] * 60, record_labels=False))
+    stream: dict[str, int] = {}  # event id → its place among the stream's distinct events
+    for event in sim.events():  # (a redelivered copy comes again, later)
+        stream.setdefault(event["event_id"], len(stream))
+        if len(stream) > len(stored) + 5_000:
+            break
+    foreign = stored - stream.keys()
+    assert not foreign, f"{len(foreign)} events of another shop, e.g. {sorted(foreign)[:3]}"
+    positions = {stream[event_id] for event_id in stored}
+    gap = min(set(range(max(positions) + 2)) - positions)
+    past_gap = sum(p > gap for p in positions)
+    assert gap > sent_before_kill, f"events from position {gap} on were never sent"
+    assert past_gap <= 200, f"{past_gap} events sent past a stretch never sent ({gap})"
+
+
+def test_a_recovery_directory_resumes_only_the_command_that_started_it(tmp_path):
+    events = tmp_path / "events.jsonl"
+    assert orderwatch("simulate", "--out", str(events), "--orders", "50").returncode == 0
+    rec = str(tmp_path / "rec")
+    replay = orderwatch("replay", str(events), "--data", str(tmp_path / "data"), "-r", rec)
+    assert replay.returncode == 0, replay.stderr
+    run = orderwatch("run", "--duration", "1", "--data", str(tmp_path / "data"), "-r", rec,
+                     env={"ORDERWATCH_METRICS_PORT": str(free_port())})
+    assert run.returncode == 2
+    assert f"the recovery directory {rec} holds the state of `orderwatch replay`" in run.stderr
+    again = orderwatch("replay", str(events), "--data", str(tmp_path / "data"), "-r", rec)
+    assert again.returncode == 0, again.stderr
+
+    live = str(tmp_path / "live")
+    run = orderwatch("run", "--duration", "1", "--data", str(tmp_path / "data"), "-r", live,
+                     env={"ORDERWATCH_METRICS_PORT": str(free_port())})
+    assert run.returncode == 0, run.stderr
+    for command in (["replay", str(events)], ["consume", "--brokers", "127.0.0.1:9"]):
+        other = orderwatch(*command, "--data", str(tmp_path / "data"), "-r", live)
+        assert other.returncode == 2, other.stderr
+        assert f"{live} holds the state of `orderwatch run`" in other.stderr
+
+
+def test_a_resumed_live_run_refuses_another_shop(tmp_path):
+    data, rec = str(tmp_path / "data"), str(tmp_path / "rec")
+    env = {"ORDERWATCH_METRICS_PORT": str(free_port())}
+    first = orderwatch("run", "--duration", "1", "--seed", "3", "--faults", "none",
+                       "--data", data, "-r", rec, "-s", "0.2", env=env)
+    assert first.returncode == 0, first.stderr
+    other = orderwatch("run", "--duration", "1", "--seed", "4", "--orders-per-minute", "90",
+                       "--data", data, "-r", rec, env=env)
+    assert other.returncode == 2
+    assert ("continues the shop of --seed 3, --faults none, --orders-per-minute 60: resume "
+            "with the same flags, or give a new directory") in other.stderr
