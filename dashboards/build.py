@@ -281,6 +281,16 @@ GROUP BY reason ORDER BY records DESC"""),
                  unit="ops", description="Events that came after their minute of health_metrics "
                  "was written (later than the allowed lateness): stored and applied to their "
                  "orders, and counted as late_events in the minute they came in."),
+        ts_panel("Recovery snapshots: time spent pickling state, by step",
+                 prom("sum by (step) (rate(orderwatch_snapshot_seconds_sum[5m]))", "{{step}}"),
+                 unit="percentunit", description="Share of a worker's time spent pickling "
+                 "the shards' state for Bytewax recovery snapshots, summed over workers "
+                 "(100%: one worker did nothing else). It grows with the open orders, not "
+                 "with the traffic; above 50% (OrderWatchSnapshotsCostly) snapshot less "
+                 "often (--snapshot-interval). Empty without a recovery directory."),
+        ts_panel("Recovery snapshot size", prom("sum(orderwatch_snapshot_bytes)", "all shards"),
+                 unit="bytes", description="The latest snapshot of every shard, summed: "
+                 "what a resume loads."),
         ts_panel("Rows written per second by table",
                  prom("sum by (table) (rate(orderwatch_clickhouse_rows_written_total[1m]))",
                       "{{table}}"), unit="rowsps", span=24),

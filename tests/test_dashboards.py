@@ -116,7 +116,8 @@ def test_a_broken_clickhouse_panel_fails(filled):
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
-    """Prometheus scraping a live `orderwatch run` every second, with the rules loaded."""
+    """Prometheus scraping a live `orderwatch run` (snapshotting its state every second, so
+    that the recovery panels have data) every second, with the rules loaded."""
     binary = shutil.which("prometheus")
     assert binary, "prometheus missing: install Debian's prometheus package (see .ci/run)"
     d = tmp_path_factory.mktemp("prom")
@@ -133,7 +134,7 @@ def prometheus(tmp_path_factory):
     exe = orderwatch_exe()
     log = (d / "orderwatch.log").open("w")
     ow = subprocess.Popen([exe, "run", "--rate", "5000", "--data", str(d / "data"),
-                           "--seed", "9"], stdout=log, stderr=subprocess.STDOUT,
+                           "--seed", "9", "-r", str(d / "recovery"), "-s", "1"], stdout=log, stderr=subprocess.STDOUT,
                           env={"ORDERWATCH_METRICS_PORT": str(ow_port), "PATH": "/usr/bin:/bin"})
     prom = subprocess.Popen([binary, f"--config.file={d / 'prometheus.yml'}",
                              f"--storage.tsdb.path={d / 'tsdb'}",
@@ -164,7 +165,8 @@ def wait_for_data(api: str, timeout: float = 180) -> float:
     needed = ["orderwatch:callback_failure_ratio:rate5m", "orderwatch:lock_wait_seconds:p95_5m",
               "rate(orderwatch_carrier_scans_total[5m])", "rate(orderwatch_shipments_total[5m])",
               "rate(orderwatch_clickhouse_write_seconds_bucket[5m])",
-              "orderwatch_dead_letters_total", "rate(orderwatch_lock_acquisitions_total[5m])"]
+              "orderwatch_dead_letters_total", "rate(orderwatch_lock_acquisitions_total[5m])",
+              "rate(orderwatch_snapshot_seconds_sum[5m])"]
     started = time.monotonic()
     missing = needed
     while time.monotonic() < deadline:
