@@ -733,7 +733,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         orders = args.orders_per_minute * 1440 * args.warm_start
         days = f"{args.warm_start:g} day" + ("" if args.warm_start == 1 else "s")
         print(f"warm-up   {days} of trading ({orders:,.0f} orders) simulated before the "
-              f"first event: {orders / 1e6:,.1f} to {orders / 1e6 * 2.5:,.1f} min")
+              f"first event: {_warm_up_span(orders / 1e6)}")
     notifiers = _notifiers(settings, None)
     robots = [n for n in notifiers if isinstance(n, RobotNotifier)]
     print("alerts    " + (f"robots ({', '.join(robots[0].config.robots)}) via "
@@ -751,6 +751,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     summary.warm_up_s = source.warm_up_took_s()
     print("\nsummary\n" + "\n".join(summary.lines(settings.display_timezone)))
     return 0
+
+
+def _warm_up_span(low_min: float) -> str:
+    """1 to 2.5 min per million orders (the --warm-start help), in seconds when short."""
+    if low_min * 2.5 < 1:
+        return f"{low_min * 60:,.0f} to {low_min * 150:,.0f} s"
+    return f"{low_min:,.1f} to {low_min * 2.5:,.1f} min"
 
 
 def _same_shop(args: argparse.Namespace, asked: dict, recorded: dict) -> dict:

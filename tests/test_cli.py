@@ -390,3 +390,10 @@ def test_the_engine_refuses_a_shop_it_cannot_simulate(tmp_path):
             else orderwatch(*args)
         assert result.returncode == 2 and said in result.stderr, (args, result.stderr[-500:])
     assert not (tmp_path / "ch").exists()  # refused before any work
+
+
+def test_a_short_warm_up_is_announced_in_seconds_not_as_zero_minutes():
+    from orderwatch.cli import _warm_up_span
+
+    assert _warm_up_span(14_400 / 1e6) == "1 to 2 s"  # it read "0.0 to 0.0 min"
+    assert _warm_up_span(1_440_000 / 1e6) == "1.4 to 3.6 min"
