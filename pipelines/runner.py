@@ -138,14 +138,14 @@ class Recovery:
         """The reference engine's `settings` (seed, start…) as the live run that started
         this directory recorded them. A resume skips the events the engine had sent, which
         is only right if it simulates the same shop from the same instant."""
-        recorded = self._read_layout().get("engine") if self.resuming() else None
+        if not self.resuming():
+            self._record_layout({"engine": settings})
+            return settings
+        recorded = self._read_layout().get("engine")
         if isinstance(recorded, dict) and recorded.keys() == settings.keys():
             return recorded
-        if recorded is not None:
-            raise ConfigError(f"the recovery directory {self.directory} records an engine "
-                              f"this version cannot read ({recorded!r}): give a new directory")
-        self._record_layout({"engine": settings})
-        return settings
+        raise ConfigError(f"the recovery directory {self.directory} holds no shop that this "
+                          "version of `orderwatch run` can continue: give a new directory")
 
     def _read_layout(self) -> dict:
         try:

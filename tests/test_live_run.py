@@ -316,3 +316,16 @@ def test_a_resumed_live_run_refuses_another_shop(tmp_path):
     assert other.returncode == 2
     assert ("continues the shop of --seed 3, --faults none, --orders-per-minute 60: resume "
             "with the same flags, or give a new directory") in other.stderr
+
+
+def test_a_live_run_refuses_a_directory_that_records_no_shop(tmp_path):
+    """A consumer's directory from before the command was recorded holds Kafka offsets,
+    not a shop: Bytewax would panic on them."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    (rec / "part-0.sqlite3").write_bytes(b"")
+    (rec / "orderwatch-replay.json").write_text('{"placement": 1}\n')
+    run = orderwatch("run", "--duration", "1", "--data", str(tmp_path / "data"), "-r", str(rec),
+                     env={"ORDERWATCH_METRICS_PORT": str(free_port())})
+    assert run.returncode == 2
+    assert "holds no shop that this version of `orderwatch run` can continue" in run.stderr
