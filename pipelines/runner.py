@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -142,7 +143,8 @@ class Recovery:
             self._record_layout({"engine": settings})
             return settings
         recorded = self._read_layout().get("engine")
-        if isinstance(recorded, dict) and recorded.keys() == settings.keys():
+        if (isinstance(recorded, dict) and recorded.keys() == settings.keys()
+                and all(_kind(recorded[k]) == _kind(v) for k, v in settings.items())):
             return recorded
         raise ConfigError(f"the recovery directory {self.directory} holds no shop that this "
                           "version of `orderwatch run` can continue: give a new directory")
@@ -171,6 +173,17 @@ class Recovery:
             self.directory.mkdir(parents=True, exist_ok=True)
             init_db_dir(self.directory, self.PARTITIONS)
         return RecoveryConfig(self.directory)
+
+
+def _kind(value: Any) -> str:
+    """What a recorded setting must be to be used: a finite number, a list of names…"""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number" if math.isfinite(value) else "not finite"
+    if isinstance(value, list):
+        return "names" if all(isinstance(v, str) for v in value) else "list"
+    return type(value).__name__
 
 
 def _count(layout: dict, name: str, before: int) -> int:

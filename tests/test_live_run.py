@@ -318,14 +318,20 @@ def test_a_resumed_live_run_refuses_another_shop(tmp_path):
             "with the same flags, or give a new directory") in other.stderr
 
 
-def test_a_live_run_refuses_a_directory_that_records_no_shop(tmp_path):
-    """A consumer's directory from before the command was recorded holds Kafka offsets,
-    not a shop: Bytewax would panic on them."""
+@pytest.mark.parametrize("layout", [
+    {"placement": 1},  # a consumer's, from before the command was recorded: Kafka offsets
+    {"command": "run", "placement": 1, "engine": {
+        "seed": "7", "start": 1.8e9, "faults": [], "orders_per_minute": 60.0,
+        "faults_after": 10.0, "warm_start": 0.0}},  # edited by hand: a seed as text
+], ids=["no shop", "a seed as text"])
+def test_a_live_run_refuses_a_directory_that_records_no_shop_it_can_continue(tmp_path,
+                                                                             layout):
     rec = tmp_path / "rec"
     rec.mkdir()
     (rec / "part-0.sqlite3").write_bytes(b"")
-    (rec / "orderwatch-replay.json").write_text('{"placement": 1}\n')
-    run = orderwatch("run", "--duration", "1", "--data", str(tmp_path / "data"), "-r", str(rec),
+    (rec / "orderwatch-replay.json").write_text(json.dumps(layout))
+    run = orderwatch("run", "--duration", "1", "--faults", "none", "--data",
+                     str(tmp_path / "data"), "-r", str(rec),
                      env={"ORDERWATCH_METRICS_PORT": str(free_port())})
-    assert run.returncode == 2
+    assert run.returncode == 2, run.stderr
     assert "holds no shop that this version of `orderwatch run` can continue" in run.stderr
