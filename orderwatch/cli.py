@@ -14,6 +14,7 @@ import os
 import signal
 import stat
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -505,7 +506,7 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
     dead = DeadLetterTopicSink(args.brokers, args.dead_letter_topic) \
         if args.dead_letter_topic else None
     summary = execute(source, settings, notifiers, serve_metrics=True, dead_letters=dead,
-                      cluster=cluster, recovery=recovery)
+                      cluster=cluster, recovery=recovery, stop=stop)
     print("\n".join(summary.lines(tz)))
     return 0
 
@@ -615,10 +616,12 @@ def _stop_on_signals(saying: str = "flushing state, writing results"):
     from orderwatch.pipelines.sources import StopSignal
 
     stop = StopSignal()
+    signalled = threading.Event()  # not stop.is_set(): another process of a cluster sets it
 
     def on_interrupt(signum, frame):
-        if stop.is_set():
+        if signalled.is_set():
             raise KeyboardInterrupt
+        signalled.set()
         stop.set()
         # not print(): the main thread may be inside print() right now (reentrant write)
         os.write(sys.stderr.fileno(), f"\nstopping: {saying}…\n".encode())

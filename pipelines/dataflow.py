@@ -23,7 +23,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -42,6 +42,9 @@ from orderwatch.pipelines.sharding import shard_index
 from orderwatch.pipelines.sinks import AlertSink, ClickHouseSink, MetricsSink, Notification
 from orderwatch.pipelines.snapshot_cost import SnapshotCost
 
+if TYPE_CHECKING:
+    from orderwatch.pipelines.sources import StopSignal
+
 
 class _ShardLogic(StatefulBatchLogic):
     """Adapts a plain shard object (`process(input) -> output`) to Bytewax state.
@@ -52,17 +55,23 @@ class _ShardLogic(StatefulBatchLogic):
     more than the work itself, so without recovery (`cost` None) the snapshot is empty.
     """
 
-    def __init__(self, shard: Any, step: str, cost: SnapshotCost | None) -> None:
+    def __init__(self, shard: Any, step: str, cost: SnapshotCost | None,
+                 stop: StopSignal | None = None) -> None:
+        """`stop`: this process's, set when an input says its process is stopping."""
         self.shard = shard
         self.step = step
         self.cost = cost
+        self.stop = stop
 
     @classmethod
-    def builder(cls, new: Callable[[], Any], step: str,
-                cost: SnapshotCost | None) -> Callable[[bytes | None], _ShardLogic]:
-        return lambda state: cls(new() if state is None else pickle.loads(state), step, cost)
+    def builder(cls, new: Callable[[], Any], step: str, cost: SnapshotCost | None,
+                stop: StopSignal | None = None) -> Callable[[bytes | None], _ShardLogic]:
+        return lambda state: cls(new() if state is None else pickle.loads(state), step, cost,
+                                 stop)
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
+        if self.stop is not None and any(v.stopping for v in values):
+            self.stop.set_by_peer()
         return [self.shard.process(v) for v in values], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
@@ -82,7 +91,7 @@ def route_to_order_shards(decoded: Decoded, keys: list[str]) -> list[tuple[str, 
     dead = [(d.read_after, d.reason_class()) for d in decoded.dead]  # for the first shard
     return [(key, ShardInput(key, events, decoded.partition, decoded.max_ts, decoded.ended,
                              decoded.partitions, decoded.idle, decoded.ingested_at,
-                             dead if i == 0 else [], decoded.draining))
+                             dead if i == 0 else [], decoded.draining, decoded.stopping))
             for i, (key, events) in enumerate(zip(keys, by_shard, strict=True))]
 
 
@@ -144,9 +153,11 @@ def _to_leader(item: Any) -> tuple[str, Any]:
 def build_flow(source: Source[Chunk], settings: Settings, clickhouse: ClickHouseSink,
                alerts: AlertSink, exporter: Exporter,
                dead_letters: DynamicSink | None = None,
-               snapshots: SnapshotCost | None = None, workers: int = 1) -> Dataflow:
+               snapshots: SnapshotCost | None = None, workers: int = 1,
+               stop: StopSignal | None = None) -> Dataflow:
     """`snapshots`: None when nothing will restore them (no recovery directory).
-    `workers`: how many workers the shards are placed over (`placement`)."""
+    `workers`: how many workers the shards are placed over (`placement`).
+    `stop`: this process's, set when another process of the cluster stops."""
     p = settings.pipeline
     order_shards = order_shard_names(p.order_shards, workers)
     flow = Dataflow("orderwatch")
@@ -156,7 +167,7 @@ def build_flow(source: Source[Chunk], settings: Settings, clickhouse: ClickHouse
     shard_in = op.flat_map("route_orders", decoded,
                            lambda d: route_to_order_shards(d, order_shards))
     new_order_shard = _ShardLogic.builder(lambda: OrderShard(settings, workers=workers),
-                                          "orders", snapshots)
+                                          "orders", snapshots, stop)
     shard_out = op.key_rm("orders_out", op.stateful_batch("orders", shard_in, new_order_shard))
 
     aggregate_in = op.flat_map("route_aggregates", shard_out, lambda o: o.to_aggregates)

@@ -44,6 +44,9 @@ class Chunk:
     # wall clock): there an event is a clock fault only when it is also more than
     # `max_ahead_s` past the other event times of its chunk (`reach`)
     own_time: bool = False
+    # the last chunk of a partition stopped by a signal: every process of a cluster stops
+    # with it (`StopSignal.set_by_peer`), instead of waiting for partitions that never end
+    stopping: bool = False
 
     @property
     def origin(self) -> str:
@@ -89,6 +92,7 @@ class Decoded:
     extra: dict[str, Any] = field(default_factory=dict)
     ingested_at: float = 0.0
     draining: int = 0
+    stopping: bool = False
 
 
 def _ahead_reason(ts: float, chunk: Chunk) -> str:
@@ -168,4 +172,4 @@ def _decode(chunk: Chunk, max_event_bytes: int, not_after: float,
                 max_ts = event.ts
     return Decoded(chunk.partition, events, dead, max_ts, chunk.ended, chunk.partitions,
                    len(chunk.records), chunk.idle, ingested_at=chunk.ingested_at,
-                   draining=chunk.draining), ahead
+                   draining=chunk.draining, stopping=chunk.stopping), ahead

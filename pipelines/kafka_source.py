@@ -91,13 +91,14 @@ class _KafkaPartition(StatefulSourcePartition[Chunk, int]):
         # latest event read. A stop (SIGTERM on a deploy, Ctrl-C) must not: the other
         # partitions' next events have not been read yet, and would be late on resume.
         ended = self.ended = at_end and self.until_end
-        self.done = ended or self.stop.is_set()
+        stopping = self.stop.is_set() and not ended
+        self.done = ended or stopping
         idle = not records and (at_end or self.idle_since is not None)
         self.idle_since = (self.idle_since or datetime.now(UTC)) if idle else None
         first = positions[0] if positions else (self.next_offset or 0)
         return [Chunk(self.part, first, records, ended, self.parts, positions, idle,
                       draining=self.drain.draining(ended), skip_empty=False,
-                      max_ahead_s=self.max_ahead_s)]
+                      max_ahead_s=self.max_ahead_s, stopping=stopping)]
 
     def next_awake(self) -> datetime | None:
         # caught up: poll again shortly instead of spinning

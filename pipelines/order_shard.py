@@ -42,6 +42,7 @@ class ShardInput:
     # (event time read before it, reason class) of each dead letter, for one shard only
     dead_letters: list[tuple[float, str]] = field(default_factory=list)
     draining: int = 0
+    stopping: bool = False  # see Chunk.stopping
 
 
 @dataclass(slots=True)

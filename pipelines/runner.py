@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bytewax.inputs import Source
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -40,6 +40,9 @@ from orderwatch.pipelines.reader import read_only
 from orderwatch.pipelines.sinks import AlertSink, ClickHouseSink
 from orderwatch.pipelines.snapshot_cost import SnapshotCost
 from orderwatch.timestamps import to_rfc3339
+
+if TYPE_CHECKING:
+    from orderwatch.pipelines.sources import StopSignal
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +344,9 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
             serve_metrics: bool = False, progress_s: float | None = None,
             exporter: Exporter | None = None, dead_letters: Any = None,
             cluster: Cluster = Cluster(), recovery: Recovery | None = None,
-            warm_up_left_s: Callable[[], float | None] = lambda: None) -> Summary:
+            warm_up_left_s: Callable[[], float | None] = lambda: None,
+            stop: StopSignal | None = None) -> Summary:
+    """`stop`: the source's, for a cluster to stop with any of its processes told to."""
     target = parse_dsn(settings.clickhouse_dsn, settings.clickhouse_database)
     port = settings.metrics_port + cluster.process_id
     if serve_metrics:  # before the data directory is made
@@ -371,7 +376,7 @@ def execute(source: Source[Chunk], settings: Settings, notifiers: list[Notifier]
                       dead_letters, snapshots=None if recovery is None else SnapshotCost(
                           exporter, recovery.snapshot_interval_s),
                       workers=cluster.workers if recovery is None
-                      else recovery.shard_placement(cluster.workers))
+                      else recovery.shard_placement(cluster.workers), stop=stop)
     heartbeat = Progress(exporter, progress_s, settings.display_timezone,
                          warm_up_left_s) if progress_s else None
     started = time.monotonic()

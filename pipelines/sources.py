@@ -7,6 +7,7 @@ once per batch rather than once per event.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -134,16 +135,28 @@ class JsonlSource(FixedPartitionedSource[Chunk, tuple[int, int]]):
 
 
 class StopSignal:
-    """Set by Ctrl-C (or a duration) to end a live source gracefully."""
+    """Set by Ctrl-C or SIGTERM (or a duration) to end a live source gracefully."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._lock = threading.Lock()
 
     def set(self) -> None:
         self._event.set()
 
     def is_set(self) -> bool:
         return self._event.is_set()
+
+    def set_by_peer(self) -> None:
+        """Another process of the cluster was told to stop: its last chunk reached a
+        shard here. A cluster ends only when every partition has, so without this the
+        stopped process would wait for the others' partitions, which never end."""
+        with self._lock:  # several shards may see it at once
+            if self._event.is_set():
+                return
+            self._event.set()
+        print("\nstopping: another process of the cluster is stopping; writing results, "
+              "event time stays where it was for a resume", file=sys.stderr, flush=True)
 
 
 class _EnginePartition(StatefulSourcePartition[Chunk, int]):

@@ -187,6 +187,54 @@ def test_a_cluster_member_that_dies_stops_the_others_with_one_line(broker, publi
     assert "another process of the cluster stopped" in err and "-r" in err, err
 
 
+@pytest.mark.parametrize(("told", "then_too"), [(1, False), (0, False), (1, True)],
+                         ids=["other-told", "leader-told", "both-told"])
+def test_a_cluster_stops_with_the_one_process_told_to_and_resumes_exactly(
+        broker, published, consumed_once, told, then_too):
+    """SIGTERM to one process of two (a deploy stopping one pod first): the other stops
+    with it and both write their results, where the told one used to wait for the
+    other's partitions, which never end. The other's own SIGTERM, coming after (every
+    pod told), is still the first it was given: no abort. Resumed, they give exactly an
+    uninterrupted consumer's results."""
+    total = consumed_once[0]["events"][0]
+    name = f"told-{told}-{then_too}"
+    recovery = ["-r", str(published / f"recovery-{name}"), "-s", "0.2",
+                "--dead-letter-topic", ""]
+    ports = free_ports(4)
+    cluster = ["-a", f"127.0.0.1:{ports[0]};127.0.0.1:{ports[1]}"]
+    slow = {"ORDERWATCH_METRICS_PORT": str(ports[2]),
+            "ORDERWATCH_PIPELINE_SOURCE_BATCH_SIZE": "20"}
+    logs = [(published / f"{name}-{i}.out", published / f"{name}-{i}.err") for i in (0, 1)]
+    procs = [consume(broker, published, name, *recovery, *cluster, "-i", str(i), env=slow,
+                     stdout=out.open("w"), stderr=err.open("w"))
+             for i, (out, err) in enumerate(logs)]
+    deadline = time.monotonic() + 120
+    while events_counted(ports[2] + told) < 1000:  # both are connected and working
+        assert all(p.poll() is None for p in procs), [e.read_text() for _, e in logs]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    procs[told].send_signal(signal.SIGTERM)
+    if then_too:
+        while "another process" not in logs[1 - told][1].read_text():
+            assert procs[1 - told].poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        procs[1 - told].send_signal(signal.SIGTERM)
+    finish(procs, timeout_s=120)
+    errs = [err.read_text() for _, err in logs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert "stopping: writing results; event time stays where it was" in errs[told]
+    assert "another process of the cluster is stopping" in errs[1 - told], errs[1 - told]
+    assert "interrupted" not in errs[1 - told]
+    stopped_at = sum(int(re.search(r"events processed +([\d,]+)", out.read_text())[1]
+                         .replace(",", "")) for out, _ in logs)
+    assert stopped_at < total, "the other process read on to the end"
+
+    consume(broker, published, name, *recovery)
+    want, alerts = consumed_once
+    assert digests(f"chdb://{published / name}") == want
+    assert sorted_alerts(published / f"{name}.jsonl") == alerts
+
+
 def finish(procs: list[subprocess.Popen], timeout_s: float) -> None:
     """Wait for every process; past the deadline, or once one has failed, kill the rest.
 
