@@ -193,9 +193,17 @@ class _EnginePartition(StatefulSourcePartition[Chunk, int]):
     def _warm(self) -> bool:
         if not self.sim.warm_up(self.WARM_SLICE_S):
             return False
-        for _ in range(self.resume):  # deterministic: replaying the prefix restores position
-            next(self.events, None)
-        self.emitted = self.taken = self.resume
+        # a resume replays the prefix it had sent (the engine is deterministic), in slices
+        # too: a day at 1,000 events/s is 86 M events, over 20 min to simulate again
+        deadline = time.monotonic() + self.WARM_SLICE_S
+        while self.taken < self.resume:
+            step = min(1000, self.resume - self.taken)
+            for _ in range(step):
+                next(self.events, None)
+            self.taken += step
+            if self.taken < self.resume and time.monotonic() > deadline:
+                return False
+        self.emitted = self.taken
         self.started = time.monotonic()
         self.deadline = None if self.duration is None else self.started + self.duration
         return True

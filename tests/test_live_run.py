@@ -203,6 +203,30 @@ def test_an_engine_partition_warms_up_in_slices_and_stops_when_told():
         cold.next_batch()
 
 
+def test_a_resumed_engine_partition_skips_what_it_sent_in_slices():
+    """A resume simulates again the events it had sent before sending new ones: done in
+    one call, a day's run (86 M events at 1,000/s) blocked the dataflow for 20 min."""
+    from orderwatch.engine.simulator import SimConfig, Simulator
+    from orderwatch.pipelines.sources import EngineSource
+
+    config = SimConfig(seed=5, orders=None, faults=frozenset(), record_labels=False)
+    sent = 120_000
+    stream = Simulator(config).events()
+    expected = [next(stream)["event_id"] for _ in range(sent + 50)][sent:]
+    part = EngineSource(config, rate=1e6).build_part("input", "engine", sent)
+    took, ids, skipping = [], [], 0
+    while len(ids) < 50:
+        began = time.monotonic()
+        batch = part.next_batch()
+        took.append(time.monotonic() - began)
+        skipping += not batch and not ids  # nothing at all yet: call again at once
+        ids += [record["event_id"] for chunk in batch for record in chunk.records]
+    assert skipping >= 3, took  # ~2 s of simulation, in slices of 0.2 s of work
+    assert max(took) < 1.5, took  # generous: a loaded machine, the GC
+    assert ids[:50] == expected
+    assert part.snapshot() >= sent + 50
+
+
 def test_the_heartbeat_says_the_engine_is_warming_up_rather_than_events_0(capsys):
     from orderwatch.pipelines.prometheus_export import Exporter
     from orderwatch.pipelines.runner import Progress
