@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="event-time minutes of clean traffic before the first fault window "
                      "(default 10)")
     _add_warm_start(run)
-    _add_execution_flags(run, scaling=False)
+    _add_recovery_flags(run.add_argument_group("recovery (as in python -m bytewax.run)"))
 
     sim = sub.add_parser("simulate", help="write a deterministic event file and its labels")
     sim.add_argument("--out", metavar="EVENTS.jsonl", help="event file to write")
@@ -284,11 +284,8 @@ def _env_default(name: str, kind=str):
     return None if raw is None else kind(raw)
 
 
-def _add_execution_flags(parser: argparse.ArgumentParser, scaling: bool = True) -> None:
+def _add_execution_flags(parser: argparse.ArgumentParser) -> None:
     """Bytewax's own scaling and recovery flags (and env variables), as `bytewax.run` has them."""
-    if not scaling:
-        _add_recovery_flags(parser.add_argument_group("recovery (as in python -m bytewax.run)"))
-        return
     group = parser.add_argument_group("scaling and recovery (as in python -m bytewax.run)")
     group.add_argument("-i", "--process-id", type=int,
                        default=_env_default("BYTEWAX_PROCESS_ID", int),
@@ -303,6 +300,7 @@ def _add_execution_flags(parser: argparse.ArgumentParser, scaling: bool = True) 
 
 
 def _add_recovery_flags(group: argparse._ArgumentGroup) -> None:
+    """`run` takes these alone: its one engine partition has nothing to scale."""
     group.add_argument("-r", "--recovery-directory", metavar="DIR",
                        default=os.environ.get("BYTEWAX_RECOVERY_DIRECTORY"),
                        help="keep state snapshots here and resume from them after a crash "
@@ -778,7 +776,9 @@ def _same_shop(args: argparse.Namespace, asked: dict, recorded: dict) -> dict:
 
 
 def _flag_text(value) -> str:
-    return ",".join(value) or "none" if isinstance(value, list) else f"{value:g}"
+    if isinstance(value, list):  # fault names
+        return ",".join(value) or "none"
+    return f"{value:g}"
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
